@@ -1,0 +1,33 @@
+//! The settings a pool runs with, shared by the scheduler and the transport.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default maximum frame size: 1 GiB, so images and arrays pass.
+pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
+
+/// How a worker process is started.
+#[derive(Debug, Clone)]
+pub(crate) struct Command {
+    /// `None`: re-execute the running binary.
+    pub(crate) program: Option<PathBuf>,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) envs: Vec<(OsString, Option<OsString>)>,
+    pub(crate) env_clear: bool,
+    pub(crate) current_dir: Option<PathBuf>,
+}
+
+/// A pool's settings, fixed at `build()`.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) command: Command,
+    pub(crate) max_frame: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) cancel_grace: Duration,
+    pub(crate) job_timeout: Option<Duration>,
+    pub(crate) core_dumps: bool,
+    pub(crate) forward_output: bool,
+    pub(crate) max_startup_failures: u32,
+}

@@ -1,0 +1,302 @@
+//! `JobHandle`: the future a user awaits, and the slot the pool fills.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, SerdeStage};
+use crate::scheduler::Command;
+
+/// Identifies one submitted job within its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub(crate) u64);
+
+impl JobId {
+    /// The job's number (unique within its pool, increasing in submission
+    /// order).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job {}", self.0)
+    }
+}
+
+/// The encoded output of a job: `body[offset..]`.
+pub(crate) struct Encoded {
+    pub(crate) body: Vec<u8>,
+    pub(crate) offset: usize,
+}
+
+pub(crate) type RawResult = Result<Encoded, Error>;
+
+const PENDING: u8 = 0;
+const DONE: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// Where the pool puts a job's result. Exactly one of `complete` and
+/// `cancel` wins; the loser does nothing.
+pub(crate) struct Slot {
+    state: AtomicU8,
+    result: Mutex<Option<RawResult>>,
+    waker: AtomicWaker,
+}
+
+impl Slot {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Slot {
+            state: AtomicU8::new(PENDING),
+            result: Mutex::new(None),
+            waker: AtomicWaker::new(),
+        })
+    }
+
+    /// A slot that already holds `result`.
+    pub(crate) fn ready(result: RawResult) -> Arc<Self> {
+        Arc::new(Slot {
+            state: AtomicU8::new(DONE),
+            result: Mutex::new(Some(result)),
+            waker: AtomicWaker::new(),
+        })
+    }
+
+    /// Delivers the result; returns false if the job was cancelled first
+    /// (the result is then dropped).
+    pub(crate) fn complete(&self, result: RawResult) -> bool {
+        // Store before publishing DONE so a reader that sees DONE finds it.
+        match self.result.lock() {
+            Ok(mut r) => {
+                if self.state.load(Ordering::Acquire) != PENDING {
+                    return false;
+                }
+                *r = Some(result);
+                if self
+                    .state
+                    .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    *r = None;
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+        self.waker.wake();
+        true
+    }
+
+    /// Marks the job cancelled unless its result is already in; returns
+    /// whether the cancel took effect (true also if it was cancelled before).
+    pub(crate) fn cancel(&self) -> bool {
+        // Take the lock so a concurrent `complete` is either fully before
+        // (we see DONE) or fully after (it sees CANCELLED).
+        let _guard = self.result.lock();
+        match self
+            .state
+            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                self.waker.wake();
+                true
+            }
+            Err(state) => state == CANCELLED,
+        }
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        self.state.load(Ordering::Acquire) == PENDING
+    }
+
+    fn poll_result(&self, cx: &mut Context<'_>) -> Poll<RawResult> {
+        if let Some(r) = self.try_take() {
+            return Poll::Ready(r);
+        }
+        self.waker.register(cx.waker());
+        match self.try_take() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+
+    fn try_take(&self) -> Option<RawResult> {
+        match self.state.load(Ordering::Acquire) {
+            DONE => Some(
+                self.result
+                    .lock()
+                    .ok()
+                    .and_then(|mut r| r.take())
+                    .unwrap_or(Err(Error::Protocol {
+                        message: "the job's result was already taken (polled after completion)"
+                            .into(),
+                    })),
+            ),
+            CANCELLED => Some(Err(Error::Cancelled)),
+            _ => None,
+        }
+    }
+}
+
+/// The connection from a handle back to its pool, for cancelling.
+#[derive(Clone)]
+pub(crate) struct CancelLink {
+    pub(crate) commands: tokio::sync::mpsc::UnboundedSender<Command>,
+}
+
+/// A submitted job: a future of the job's result.
+///
+/// Returned by [`ProcessPoolExecutor::submit`](crate::ProcessPoolExecutor::submit)
+/// without awaiting anything; the job is already queued. Await it to get
+/// `Result<T, Error>`.
+///
+/// **Dropping a `JobHandle` cancels its job** (a queued job is removed, a
+/// running one is stopped; see [`cancel`](JobHandle::cancel)). To let a job
+/// run to completion without awaiting it, call [`detach`](JobHandle::detach).
+/// A handle does not keep its pool alive: if the last pool handle is dropped,
+/// pending jobs resolve to [`Error::Shutdown`].
+///
+/// # Cancel safety
+///
+/// Awaiting a `&mut JobHandle` is cancel safe: dropping that future loses
+/// nothing, and the handle can be awaited again. Dropping the handle itself
+/// cancels the job, so `tokio::time::timeout(d, handle)` and `select!` over
+/// an owned handle stop the work when they give up on it.
+#[must_use = "dropping a JobHandle cancels its job; await it or call detach()"]
+pub struct JobHandle<T> {
+    id: JobId,
+    slot: Arc<Slot>,
+    link: Option<CancelLink>,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for JobHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("id", &self.id)
+            .field("finished", &!self.slot.is_pending())
+            .finish()
+    }
+}
+
+impl<T> JobHandle<T> {
+    pub(crate) fn new(id: JobId, slot: Arc<Slot>, link: Option<CancelLink>) -> Self {
+        JobHandle {
+            id,
+            slot,
+            link,
+            _output: PhantomData,
+        }
+    }
+
+    /// A handle that is already resolved with `error`.
+    pub(crate) fn failed(id: JobId, error: Error) -> Self {
+        JobHandle::new(id, Slot::ready(Err(error)), None)
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// Whether the job has finished (successfully or not) or been cancelled,
+    /// so that awaiting the handle returns at once.
+    pub fn is_finished(&self) -> bool {
+        !self.slot.is_pending()
+    }
+
+    /// Cancels the job; returns whether the cancel took effect.
+    ///
+    /// A queued job is removed and never runs. A running job is asked to stop
+    /// (a task can notice with [`procpool::cancelled()`](crate::cancelled)),
+    /// and if it has not finished after the pool's cancel grace period its
+    /// worker is killed (with its process group) and replaced. Either way,
+    /// awaiting the handle then gives [`Error::Cancelled`] at once.
+    ///
+    /// Returns `false` if the job had already finished: its result is kept
+    /// and awaiting the handle returns it (like Python's `Future.cancel()`).
+    pub fn cancel(&self) -> bool {
+        let took_effect = self.slot.cancel();
+        if took_effect {
+            self.notify_cancel();
+        }
+        took_effect
+    }
+
+    fn notify_cancel(&self) {
+        if let Some(link) = &self.link {
+            let _ = link.commands.send(Command::Cancel(self.id));
+        }
+    }
+
+    /// Lets the job run to completion without awaiting it; its result is
+    /// discarded. (Dropping the handle instead cancels the job.)
+    pub fn detach(mut self) {
+        self.link = None;
+    }
+
+    /// Waits for the result from synchronous code, blocking the thread.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called from within an asynchronous execution context (a
+    /// tokio runtime thread), where blocking would stall other tasks; await
+    /// the handle there instead.
+    pub fn blocking_wait(self) -> Result<T, Error>
+    where
+        T: DeserializeOwned,
+    {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            panic!(
+                "JobHandle::blocking_wait called from within a tokio runtime; \
+                 await the handle instead"
+            );
+        }
+        futures::executor::block_on(self)
+    }
+}
+
+impl<T> Drop for JobHandle<T> {
+    fn drop(&mut self) {
+        if self.link.is_some() && self.slot.is_pending() && self.slot.cancel() {
+            self.notify_cancel();
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Future for JobHandle<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let raw = match self.slot.poll_result(cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending => return Poll::Pending,
+        };
+        Poll::Ready(raw.and_then(decode::<T>))
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(enc: Encoded) -> Result<T, Error> {
+    let bytes = enc.body.get(enc.offset..).unwrap_or_default();
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, rest)) if rest.is_empty() => Ok(value),
+        Ok((_, rest)) => Err(Error::Serialization {
+            stage: SerdeStage::DecodeOutput,
+            type_name: std::any::type_name::<T>().to_owned(),
+            message: format!("{} bytes were left over after the output", rest.len()),
+        }),
+        Err(e) => Err(Error::Serialization {
+            stage: SerdeStage::DecodeOutput,
+            type_name: std::any::type_name::<T>().to_owned(),
+            message: e.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,444 @@
+//! The transport: starting a worker process, its handshake, and the task
+//! that moves frames over its pipes.
+//!
+//! Each worker has one private duplex channel (its stdin, and its original
+//! stdout, which the worker moves off fd 1 before running jobs) and its
+//! stderr, which is forwarded to the host's stderr and remembered (the last
+//! lines) for error reports. The I/O task owns the `Child`: it is the only
+//! one that reaps it, so the pid (and process group id) cannot be reused
+//! while anything here may still signal it.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::error::{Error, ExitStatus};
+use crate::frame::{AsyncFrameReader, FrameError};
+use crate::protocol::{self, FromWorker};
+use crate::worker::{CORE_DUMPS_ENV, EXIT_MISSING_INIT, MARKER_ENV, MAX_FRAME_ENV};
+
+/// How much unexpected stdout output the handshake scans for the magic.
+const HANDSHAKE_SCAN_LIMIT: usize = 64 * 1024;
+/// Lines of a worker's stderr kept for error reports.
+const TAIL_LINES: usize = 20;
+/// How long to wait for the rest of a dead worker's stderr.
+const STDERR_DRAIN: Duration = Duration::from_millis(250);
+
+/// The last lines a worker wrote to stderr.
+#[derive(Default)]
+pub(crate) struct Tail {
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    fn push(&mut self, line: String) {
+        if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    pub(crate) fn text(&self) -> String {
+        let mut s = String::new();
+        for l in &self.lines {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+pub(crate) type SharedTail = Arc<Mutex<Tail>>;
+
+fn tail_text(tail: &SharedTail) -> String {
+    tail.lock().map(|t| t.text()).unwrap_or_default()
+}
+
+/// A worker that completed its handshake. Dropping it kills the worker
+/// (`kill_on_drop`); it has run no job yet, so it has no children.
+pub(crate) struct Spawned {
+    pub(crate) pid: u32,
+    child: Child,
+    stdin: ChildStdin,
+    reader: AsyncFrameReader<ChildStdout>,
+    pub(crate) tail: SharedTail,
+    stderr_task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a worker and waits for its handshake.
+pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
+    let program = match &cfg.command.program {
+        Some(p) => p.clone(),
+        None => default_program()?,
+    };
+    let mut cmd = tokio::process::Command::new(&program);
+    if cfg.command.program.is_none() {
+        if let Ok(exe) = std::env::current_exe() {
+            cmd.arg0(exe);
+        }
+    }
+    if cfg.command.env_clear {
+        cmd.env_clear();
+    }
+    for (k, v) in &cfg.command.envs {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.args(&cfg.command.args)
+        .env(MARKER_ENV, std::process::id().to_string())
+        .env(MAX_FRAME_ENV, cfg.max_frame.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    if cfg.core_dumps {
+        cmd.env(CORE_DUMPS_ENV, "1");
+    }
+    if let Some(dir) = &cfg.command.current_dir {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::Spawn {
+        message: format!("starting `{}` failed: {e}", program.display()),
+    })?;
+    let pid = child.id().unwrap_or(0);
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        crate::sys::kill_group(pid);
+        return Err(Error::Spawn {
+            message: "the worker's pipes were not created".into(),
+        });
+    };
+    use std::os::fd::AsRawFd;
+    crate::sys::set_pipe_size(stdin.as_raw_fd(), 1 << 20);
+    let tail = SharedTail::default();
+    let stderr_task = tokio::spawn(pump_stderr(stderr, pid, tail.clone(), cfg.forward_output));
+    let mut spawned = Spawned {
+        pid,
+        child,
+        stdin,
+        reader: AsyncFrameReader::new(stdout, cfg.max_frame),
+        tail,
+        stderr_task,
+    };
+    let outcome = tokio::time::timeout(cfg.handshake_timeout, handshake(&mut spawned)).await;
+    let failure = match outcome {
+        Ok(Ok(())) => return Ok(spawned),
+        Ok(Err(e)) => e,
+        Err(_) => Handshake::Failed(format!(
+            "no handshake within {:?}; does `main` call `procpool::init()` first?",
+            cfg.handshake_timeout
+        )),
+    };
+    // Failed: stop it, reap it, and report with what it said on stderr.
+    crate::sys::kill_group(pid);
+    let status = spawned.child.wait().await.map(ExitStatus::from).ok();
+    let _ = tokio::time::timeout(STDERR_DRAIN, &mut spawned.stderr_task).await;
+    let tail = tail_text(&spawned.tail);
+    let program = program.display().to_string();
+    Err(match failure {
+        Handshake::MissingInit => Error::MissingInit { program },
+        Handshake::Exited if status == Some(ExitStatus::Code(EXIT_MISSING_INIT)) => {
+            Error::MissingInit { program }
+        }
+        Handshake::Exited => Error::Spawn {
+            message: format!(
+                "the worker `{program}` exited ({}) before its handshake; does its `main` call \
+                 `procpool::init()` first?{}",
+                status.map_or("unknown status".into(), |s| s.to_string()),
+                fmt_tail(&tail)
+            ),
+        },
+        Handshake::Protocol(message) => Error::Protocol {
+            message: format!("{message}{}", fmt_tail(&tail)),
+        },
+        Handshake::Failed(message) => Error::Spawn {
+            message: format!("the worker `{program}`: {message}{}", fmt_tail(&tail)),
+        },
+    })
+}
+
+fn fmt_tail(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ended with:\n{tail}")
+    }
+}
+
+fn default_program() -> Result<std::path::PathBuf, Error> {
+    // On Linux, /proc/self/exe is the very file this process runs, even if
+    // the binary on disk was rebuilt or removed since.
+    #[cfg(target_os = "linux")]
+    {
+        let p = std::path::PathBuf::from("/proc/self/exe");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    std::env::current_exe().map_err(|e| Error::Spawn {
+        message: format!("cannot find the current executable to re-execute: {e}"),
+    })
+}
+
+enum Handshake {
+    MissingInit,
+    Exited,
+    Protocol(String),
+    Failed(String),
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn handshake(w: &mut Spawned) -> Result<(), Handshake> {
+    // Find the magic; anything before it was printed to stdout by code that
+    // ran before `procpool::init()`.
+    loop {
+        let buffered = w.reader.buffer().buffered();
+        let magic = find(buffered, protocol::MAGIC);
+        let missing = find(buffered, protocol::MISSING_INIT_MAGIC);
+        if missing.is_some() && (magic.is_none() || missing < magic) {
+            return Err(Handshake::MissingInit);
+        }
+        if let Some(at) = magic {
+            if at > 0 {
+                let junk = String::from_utf8_lossy(&buffered[..at.min(200)]).into_owned();
+                return Err(Handshake::Protocol(format!(
+                    "the worker wrote {at} bytes to stdout before its handshake ({junk:?}); \
+                     `procpool::init()` must run before anything prints to stdout"
+                )));
+            }
+            w.reader.buffer().consume(protocol::MAGIC.len());
+            break;
+        }
+        if buffered.len() > HANDSHAKE_SCAN_LIMIT {
+            let junk = String::from_utf8_lossy(&buffered[..200]).into_owned();
+            return Err(Handshake::Protocol(format!(
+                "the worker wrote to stdout instead of a handshake ({junk:?}...); is \
+                 `procpool::init()` the first line of its `main`?"
+            )));
+        }
+        match w.reader.fill().await {
+            Ok(0) => {
+                let buffered = w.reader.buffer().buffered();
+                if buffered.is_empty() {
+                    return Err(Handshake::Exited);
+                }
+                let junk = String::from_utf8_lossy(&buffered[..buffered.len().min(200)]);
+                return Err(Handshake::Protocol(format!(
+                    "the worker exited after writing {junk:?} to stdout instead of a handshake; \
+                     does its `main` call `procpool::init()` first?"
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Handshake::Failed(e.to_string())),
+        }
+    }
+    let body = match w.reader.next_frame().await {
+        Ok(Some(body)) => body,
+        Ok(None) => return Err(Handshake::Exited),
+        Err(e) => return Err(Handshake::Protocol(format!("bad handshake: {e}"))),
+    };
+    match protocol::decode_from_worker(body) {
+        Ok(FromWorker::Hello {
+            version,
+            build_id,
+            pid: _,
+        }) => {
+            if version != protocol::VERSION {
+                return Err(Handshake::Protocol(format!(
+                    "the worker speaks protocol version {version}, the host {}; host and \
+                     workers must be the same build",
+                    protocol::VERSION
+                )));
+            }
+            if build_id != crate::task::build_id() {
+                return Err(Handshake::Protocol(
+                    "the worker is a different build than the host (its registered tasks differ); \
+                     the worker program must be the host's own binary"
+                        .into(),
+                ));
+            }
+            Ok(())
+        }
+        Ok(other) => Err(Handshake::Protocol(format!(
+            "expected a handshake, got {other:?}"
+        ))),
+        Err(e) => Err(Handshake::Protocol(format!("bad handshake: {e}"))),
+    }
+}
+
+/// Forwards a worker's stderr to the host's stderr, line by line, and keeps
+/// the last lines.
+async fn pump_stderr(mut stderr: ChildStderr, pid: u32, tail: SharedTail, forward: bool) {
+    let mut buf = vec![0u8; 8192];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match stderr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            emit_line(&line[..line.len() - 1], pid, &tail, forward);
+        }
+        if pending.len() > 64 * 1024 {
+            let line = std::mem::take(&mut pending);
+            emit_line(&line, pid, &tail, forward);
+        }
+    }
+    if !pending.is_empty() {
+        emit_line(&pending, pid, &tail, forward);
+    }
+}
+
+fn emit_line(line: &[u8], pid: u32, tail: &SharedTail, forward: bool) {
+    let line = String::from_utf8_lossy(line).into_owned();
+    if forward {
+        // `eprintln!` (not a raw write) so test harnesses capture it per
+        // test; a closed host stderr must not take the pool down.
+        let _ = std::panic::catch_unwind(|| eprintln!("[procpool worker {pid}] {line}"));
+    }
+    if let Ok(mut t) = tail.lock() {
+        t.push(line);
+    }
+}
+
+/// Something a worker's I/O task reports to the scheduler.
+pub(crate) enum WorkerEvent {
+    Message(FromWorker),
+    /// The worker is gone (and reaped). `error` is set if it was dropped
+    /// because it broke the protocol.
+    Exited {
+        status: ExitStatus,
+        error: Option<String>,
+        stderr_tail: String,
+    },
+}
+
+/// The scheduler's side of a running worker.
+pub(crate) struct Link {
+    /// Frames to write; dropping it closes the worker's stdin, which makes
+    /// it exit once idle.
+    pub(crate) frames: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    /// Dropping or firing it kills the worker's process group.
+    pub(crate) kill: Option<oneshot::Sender<()>>,
+}
+
+/// Starts the I/O task of a worker that completed its handshake.
+pub(crate) fn start_io<F>(w: Spawned, mut report: F) -> Link
+where
+    F: FnMut(WorkerEvent) + Send + 'static,
+{
+    let (frames_tx, frames_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (kill_tx, kill_rx) = oneshot::channel::<()>();
+    let Spawned {
+        pid,
+        child,
+        stdin,
+        reader,
+        tail,
+        stderr_task,
+    } = w;
+    tokio::spawn(async move {
+        let writer = tokio::spawn(write_frames(stdin, frames_rx));
+        let mut reader = reader;
+        let error = tokio::select! {
+            biased;
+            _ = kill_rx => None,
+            e = read_frames(&mut reader, &mut report) => e,
+        };
+        // Kill the group (it may hold grandchildren) before reaping, while
+        // the pid is still ours.
+        crate::sys::kill_group(pid);
+        let mut child = child;
+        let status = child
+            .wait()
+            .await
+            .map(ExitStatus::from)
+            .unwrap_or(ExitStatus::Unknown);
+        writer.abort();
+        let _ = tokio::time::timeout(STDERR_DRAIN, stderr_task).await;
+        report(WorkerEvent::Exited {
+            status,
+            error,
+            stderr_tail: tail_text(&tail),
+        });
+    });
+    Link {
+        frames: Some(frames_tx),
+        kill: Some(kill_tx),
+    }
+}
+
+/// Reads frames until the worker's output ends; returns a protocol error
+/// message if the worker broke the protocol.
+async fn read_frames<F>(
+    reader: &mut AsyncFrameReader<ChildStdout>,
+    report: &mut F,
+) -> Option<String>
+where
+    F: FnMut(WorkerEvent),
+{
+    loop {
+        match reader.next_frame().await {
+            Ok(Some(body)) => match protocol::decode_from_worker(body) {
+                Ok(msg) => report(WorkerEvent::Message(msg)),
+                Err(e) => return Some(format!("the worker sent {e}")),
+            },
+            Ok(None) => return None,
+            Err(FrameError::Truncated { .. }) => return None,
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+}
+
+/// Writes frames to the worker, several per syscall when they queue up.
+async fn write_frames(mut stdin: ChildStdin, mut frames: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut batch: Vec<u8> = Vec::new();
+    while let Some(first) = frames.recv().await {
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            if frame.len() >= 64 * 1024 {
+                if !batch.is_empty() {
+                    if stdin.write_all(&batch).await.is_err() {
+                        return;
+                    }
+                    batch.clear();
+                }
+                if stdin.write_all(&frame).await.is_err() {
+                    return;
+                }
+            } else if batch.is_empty() && frames.is_empty() {
+                if stdin.write_all(&frame).await.is_err() {
+                    return;
+                }
+            } else {
+                batch.extend_from_slice(&frame);
+            }
+            if batch.len() < 256 * 1024 {
+                next = frames.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if stdin.write_all(&batch).await.is_err() {
+                return;
+            }
+            batch.clear();
+        }
+    }
+    // The sender was dropped: closing stdin tells the worker to exit.
+    drop(stdin);
+}

@@ -1,0 +1,253 @@
+//! The messages host and worker exchange, inside frames.
+//!
+//! A frame body starts with a one-byte message kind followed by varint
+//! fields; a payload (a task or its output, postcard-encoded) runs to the end
+//! of the frame, so it is written straight into the frame buffer and never
+//! copied into an intermediate vector.
+//!
+//! Before its first frame the worker writes [`MAGIC`], so the host can tell a
+//! worker from a program that printed to stdout before `procpool::init()`.
+
+use crate::frame::{put_varint, take_varint};
+
+/// Version of the wire protocol; host and worker must agree.
+pub(crate) const VERSION: u32 = 1;
+
+/// Written by a worker before its first frame.
+pub(crate) const MAGIC: &[u8; 8] = b"\0PRCPOOL";
+/// Written instead of [`MAGIC`] by a process that was started as a worker but
+/// reached pool construction without calling `procpool::init()`.
+pub(crate) const MISSING_INIT_MAGIC: &[u8; 8] = b"\0PRCNOIN";
+
+const JOB: u8 = 1;
+const CANCEL: u8 = 2;
+const HELLO: u8 = 0x10;
+const DONE: u8 = 0x11;
+const PANICKED: u8 = 0x12;
+const FAILED: u8 = 0x13;
+
+/// Where in the worker a job failed without panicking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailStage {
+    /// The task bytes did not decode into the task type.
+    DecodeTask,
+    /// The task's output did not encode.
+    EncodeOutput,
+    /// The worker has no task at the index the host sent.
+    UnknownTask,
+}
+
+impl FailStage {
+    fn to_byte(self) -> u8 {
+        match self {
+            FailStage::DecodeTask => 1,
+            FailStage::EncodeOutput => 2,
+            FailStage::UnknownTask => 3,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => FailStage::DecodeTask,
+            2 => FailStage::EncodeOutput,
+            3 => FailStage::UnknownTask,
+            _ => return None,
+        })
+    }
+}
+
+/// A message from the host to a worker.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ToWorker<'a> {
+    /// Run the task registered at index `task` on `payload`.
+    Job { id: u64, task: u32, payload: &'a [u8] },
+    /// Cancel job `id` if it is the one running.
+    Cancel { id: u64 },
+}
+
+/// A message from a worker to the host.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FromWorker {
+    /// The first frame: who the worker is and what it was built from.
+    Hello { version: u32, build_id: u64, pid: u32 },
+    /// The job finished; its encoded output is `body[offset..]`.
+    Done { id: u64, body: Vec<u8>, offset: usize },
+    /// The job panicked.
+    Panicked { id: u64, message: String },
+    /// The job failed in the worker's glue code.
+    Failed { id: u64, stage: FailStage, message: String },
+}
+
+/// Writes the fields of a job frame; the caller appends the payload and
+/// finishes the frame.
+pub(crate) fn put_job_header(buf: &mut Vec<u8>, id: u64, task: u32) {
+    buf.push(JOB);
+    put_varint(buf, id);
+    put_varint(buf, u64::from(task));
+}
+
+pub(crate) fn put_cancel(buf: &mut Vec<u8>, id: u64) {
+    buf.push(CANCEL);
+    put_varint(buf, id);
+}
+
+pub(crate) fn put_hello(buf: &mut Vec<u8>, build_id: u64, pid: u32) {
+    buf.push(HELLO);
+    put_varint(buf, u64::from(VERSION));
+    buf.extend_from_slice(&build_id.to_le_bytes());
+    put_varint(buf, u64::from(pid));
+}
+
+/// Writes the fields of a done frame; the caller appends the output.
+pub(crate) fn put_done_header(buf: &mut Vec<u8>, id: u64) {
+    buf.push(DONE);
+    put_varint(buf, id);
+}
+
+pub(crate) fn put_panicked(buf: &mut Vec<u8>, id: u64, message: &str) {
+    buf.push(PANICKED);
+    put_varint(buf, id);
+    buf.extend_from_slice(message.as_bytes());
+}
+
+pub(crate) fn put_failed(buf: &mut Vec<u8>, id: u64, stage: FailStage, message: &str) {
+    buf.push(FAILED);
+    put_varint(buf, id);
+    buf.push(stage.to_byte());
+    buf.extend_from_slice(message.as_bytes());
+}
+
+/// Decodes a frame body sent by the host.
+pub(crate) fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, String> {
+    let (&kind, mut rest) = body.split_first().ok_or("an empty frame")?;
+    match kind {
+        JOB => {
+            let id = take_varint(&mut rest).ok_or("a job frame with a bad id")?;
+            let task = take_varint(&mut rest)
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or("a job frame with a bad task index")?;
+            Ok(ToWorker::Job {
+                id,
+                task,
+                payload: rest,
+            })
+        }
+        CANCEL => {
+            let id = take_varint(&mut rest).ok_or("a cancel frame with a bad id")?;
+            if !rest.is_empty() {
+                return Err("a cancel frame with trailing bytes".into());
+            }
+            Ok(ToWorker::Cancel { id })
+        }
+        other => Err(format!("a frame of unknown kind {other} from the host")),
+    }
+}
+
+/// Decodes a frame body sent by a worker.
+pub(crate) fn decode_from_worker(body: Vec<u8>) -> Result<FromWorker, String> {
+    let (&kind, mut rest) = body.split_first().ok_or("an empty frame")?;
+    let bad = |what: &str| format!("a malformed {what} frame from the worker");
+    match kind {
+        HELLO => {
+            let version = take_varint(&mut rest)
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| bad("hello"))?;
+            let (id_bytes, mut rest) = rest.split_at_checked(8).ok_or_else(|| bad("hello"))?;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(id_bytes);
+            let pid = take_varint(&mut rest)
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| bad("hello"))?;
+            if !rest.is_empty() {
+                return Err(bad("hello"));
+            }
+            Ok(FromWorker::Hello {
+                version,
+                build_id: u64::from_le_bytes(b),
+                pid,
+            })
+        }
+        DONE => {
+            let id = take_varint(&mut rest).ok_or_else(|| bad("result"))?;
+            let offset = body.len() - rest.len();
+            Ok(FromWorker::Done { id, body, offset })
+        }
+        PANICKED => {
+            let id = take_varint(&mut rest).ok_or_else(|| bad("panic"))?;
+            Ok(FromWorker::Panicked {
+                id,
+                message: String::from_utf8_lossy(rest).into_owned(),
+            })
+        }
+        FAILED => {
+            let id = take_varint(&mut rest).ok_or_else(|| bad("failure"))?;
+            let (&stage, rest) = rest.split_first().ok_or_else(|| bad("failure"))?;
+            let stage = FailStage::from_byte(stage).ok_or_else(|| bad("failure"))?;
+            Ok(FromWorker::Failed {
+                id,
+                stage,
+                message: String::from_utf8_lossy(rest).into_owned(),
+            })
+        }
+        other => Err(format!("a frame of unknown kind {other} from the worker")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let mut b = Vec::new();
+        put_job_header(&mut b, 42, 7);
+        b.extend_from_slice(b"payload");
+        assert_eq!(
+            decode_to_worker(&b).unwrap(),
+            ToWorker::Job {
+                id: 42,
+                task: 7,
+                payload: b"payload"
+            }
+        );
+        b.clear();
+        put_cancel(&mut b, u64::MAX);
+        assert_eq!(
+            decode_to_worker(&b).unwrap(),
+            ToWorker::Cancel { id: u64::MAX }
+        );
+        b.clear();
+        put_hello(&mut b, 0xdead_beef, 1234);
+        assert_eq!(
+            decode_from_worker(b.clone()).unwrap(),
+            FromWorker::Hello {
+                version: VERSION,
+                build_id: 0xdead_beef,
+                pid: 1234
+            }
+        );
+        b.clear();
+        put_failed(&mut b, 3, FailStage::EncodeOutput, "nope");
+        assert_eq!(
+            decode_from_worker(b.clone()).unwrap(),
+            FromWorker::Failed {
+                id: 3,
+                stage: FailStage::EncodeOutput,
+                message: "nope".into()
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_direction_and_garbage_are_errors() {
+        let mut b = Vec::new();
+        put_job_header(&mut b, 1, 1);
+        assert!(decode_from_worker(b.clone()).is_err());
+        b.clear();
+        put_hello(&mut b, 1, 1);
+        assert!(decode_to_worker(&b).is_err());
+        assert!(decode_to_worker(&[]).is_err());
+        assert!(decode_from_worker(vec![]).is_err());
+        assert!(decode_from_worker(vec![HELLO, 0xff]).is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! Counters the scheduler publishes and `stats()` reads without a round trip.
+
+use std::sync::Mutex;
+
+use crate::handle::{RawResult, Slot};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// State shared between the pool handles and the scheduler.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) accepting: AtomicBool,
+    pub(crate) queued: AtomicUsize,
+    pub(crate) running: AtomicUsize,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) workers_alive: AtomicUsize,
+    pub(crate) respawns: AtomicU64,
+    pids: Mutex<Vec<u32>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            accepting: AtomicBool::new(true),
+            queued: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            workers_alive: AtomicUsize::new(0),
+            respawns: AtomicU64::new(0),
+            pids: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Shared {
+    /// Delivers a job's result, counting it first so that `stats()` read
+    /// right after the handle resolves already includes it.
+    pub(crate) fn resolve(&self, slot: &Slot, result: RawResult) {
+        let counter = if result.is_ok() {
+            &self.completed
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if !slot.complete(result) {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn set_pids(&self, pids: impl Iterator<Item = u32>) {
+        if let Ok(mut p) = self.pids.lock() {
+            p.clear();
+            p.extend(pids);
+            p.sort_unstable();
+        }
+    }
+
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.pids.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn snapshot(&self) -> PoolStats {
+        PoolStats {
+            queued: self.queued.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            workers_alive: self.workers_alive.load(Ordering::Relaxed),
+            respawns: self.respawns.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A snapshot of a pool's counters, from
+/// [`ProcessPoolExecutor::stats`](crate::ProcessPoolExecutor::stats).
+///
+/// The counters are updated by the pool's scheduler as events happen, so a
+/// snapshot taken while jobs are in flight may be a moment behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Jobs waiting for a worker.
+    pub queued: usize,
+    /// Jobs running on a worker.
+    pub running: usize,
+    /// Jobs that finished with a result.
+    pub completed: u64,
+    /// Jobs that finished with an error other than a cancel (panic, worker
+    /// death, timeout, serialization error, shutdown).
+    pub failed: u64,
+    /// Jobs cancelled while queued or running.
+    pub cancelled: u64,
+    /// Worker processes alive.
+    pub workers_alive: usize,
+    /// Workers started to replace one that died, was killed or recycled.
+    pub respawns: u64,
+}

@@ -1,0 +1,117 @@
+//! The few operating-system calls procpool needs. Every `unsafe` block of the
+//! crate lives in this module.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{FromRawFd, RawFd};
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The parent process id.
+pub(crate) fn parent_pid() -> u32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let ppid = unsafe { libc::getppid() };
+    u32::try_from(ppid).unwrap_or(0)
+}
+
+/// Duplicates `fd` to a new descriptor (>= 3) that is closed on exec, so that
+/// processes a task starts cannot inherit it.
+pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<File> {
+    // SAFETY: fcntl with F_DUPFD_CLOEXEC only creates a new descriptor.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: `new` is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(new) })
+}
+
+/// Makes `dst` refer to what `src` refers to.
+pub(crate) fn dup2(src: RawFd, dst: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 only manipulates the descriptor table.
+    cvt(unsafe { libc::dup2(src, dst) }).map(drop)
+}
+
+/// Points fd 0 at `/dev/null`, so a task reading stdin sees EOF instead of
+/// consuming protocol bytes.
+pub(crate) fn stdin_from_dev_null() -> io::Result<()> {
+    let null = File::open("/dev/null")?;
+    use std::os::fd::AsRawFd;
+    dup2(null.as_raw_fd(), 0)
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that spawned it
+/// exits (Linux only; a backup for EOF detection).
+pub(crate) fn set_parent_death_signal() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and has no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// Sets `RLIMIT_CORE` to zero so crashing jobs do not write core files.
+pub(crate) fn disable_core_dumps() {
+    let limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the duration of the call.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &limit);
+    }
+}
+
+/// Sends SIGKILL to the process group led by `pgid`, and to the process
+/// itself in case it left the group.
+///
+/// The caller must hold the (possibly zombie) child un-reaped, so that the
+/// id cannot have been reused.
+pub(crate) fn kill_group(pgid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill has no memory effects; a negative pid names a group.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+/// Ends the process at once, without running exit handlers or flushing
+/// buffers that another thread may hold locked.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// Removes an environment variable from this process.
+///
+/// Called from `init()` at the very start of `main`, before the program has
+/// started threads of its own that read the environment.
+pub(crate) fn remove_env(key: &str) {
+    // SAFETY: see the function docs; the remaining risk is a concurrent
+    // getenv in a thread started before main, which procpool documents.
+    unsafe { std::env::remove_var(key) }
+}
+
+/// Raises a pipe's kernel buffer, which cuts syscalls for large payloads.
+/// Errors are ignored: the default size still works.
+pub(crate) fn set_pipe_size(fd: RawFd, size: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        // SAFETY: F_SETPIPE_SZ only changes the pipe's capacity.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, size);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (fd, size);
+}

@@ -1,0 +1,288 @@
+//! The `Task` trait and the link-time registry that lets a worker find a
+//! task's code.
+//!
+//! `register!` adds an entry to a `linkme` distributed slice. The host and
+//! its workers run the same binary, so the slice is identical on both sides
+//! and an entry's index is its wire key. The host finds the index by
+//! `TypeId` (unique within a build, unlike `type_name`), and the handshake
+//! compares a hash of the whole registry, so a worker built from other code
+//! is refused instead of running the wrong task.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::protocol::FailStage;
+
+/// A unit of work that can run in a worker process.
+///
+/// The task value is serialized in the host, sent to a worker, deserialized
+/// there and [`run`](Task::run); the output travels back the same way. Both
+/// are encoded with [`postcard`](https://docs.rs/postcard), which is compact
+/// and never runs code while decoding, but is not self-describing:
+/// `#[serde(flatten)]`, untagged enums and `deserialize_any` do not work
+/// (such a job fails with [`Error::Serialization`]).
+///
+/// Every task type must also be registered with [`register!`](crate::register)
+/// so workers can find its code.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Square(u64);
+///
+/// impl procpool::Task for Square {
+///     type Output = u64;
+///     fn run(self) -> u64 {
+///         self.0 * self.0
+///     }
+/// }
+/// procpool::register!(Square);
+/// ```
+pub trait Task: Serialize + DeserializeOwned + Send + 'static {
+    /// What the task returns to the host.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Runs the task inside a worker process.
+    ///
+    /// A panic here fails the job with [`Error::Panicked`] and the worker
+    /// keeps serving (unless the binary is built with `panic = "abort"`, in
+    /// which case the worker dies and the job fails with
+    /// [`Error::WorkerDied`]).
+    fn run(self) -> Self::Output;
+}
+
+/// Why a task failed inside the worker without killing it.
+pub(crate) enum RunFailure {
+    Panicked(String),
+    Failed(FailStage, String),
+}
+
+/// One registered task type. Built by `register!`; not for direct use.
+#[doc(hidden)]
+pub struct TaskEntry {
+    type_name: fn() -> &'static str,
+    type_id: fn() -> TypeId,
+    run: fn(&[u8], &mut Vec<u8>) -> Result<(), RunFailure>,
+    file: &'static str,
+    line: u32,
+}
+
+impl std::fmt::Debug for TaskEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskEntry")
+            .field("type_name", &self.type_name())
+            .field("site", &self.site())
+            .finish()
+    }
+}
+
+impl TaskEntry {
+    /// The entry for task type `T`, registered at `file:line`.
+    pub const fn new<T: Task>(file: &'static str, line: u32) -> Self {
+        TaskEntry {
+            type_name: std::any::type_name::<T>,
+            type_id: TypeId::of::<T>,
+            run: run_task::<T>,
+            file,
+            line,
+        }
+    }
+
+    pub(crate) fn type_name(&self) -> &'static str {
+        (self.type_name)()
+    }
+
+    fn site(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
+/// The registry, filled by the linker.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static TASKS: [TaskEntry];
+
+/// Decodes the task, runs it, and appends the encoded output to `out`.
+fn run_task<T: Task>(payload: &[u8], out: &mut Vec<u8>) -> Result<(), RunFailure> {
+    let task: T = match postcard::take_from_bytes::<T>(payload) {
+        Ok((task, rest)) if rest.is_empty() => task,
+        Ok((_, rest)) => {
+            return Err(RunFailure::Failed(
+                FailStage::DecodeTask,
+                format!("{} bytes were left over after the task", rest.len()),
+            ));
+        }
+        Err(e) => return Err(RunFailure::Failed(FailStage::DecodeTask, e.to_string())),
+    };
+    let output = catch_unwind(AssertUnwindSafe(move || task.run()))
+        .map_err(|p| RunFailure::Panicked(panic_message(p.as_ref())))?;
+    let encoded = catch_unwind(AssertUnwindSafe(|| {
+        postcard::to_extend(&output, std::mem::take(out))
+    }));
+    match encoded {
+        Ok(Ok(buf)) => {
+            *out = buf;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(RunFailure::Failed(FailStage::EncodeOutput, e.to_string())),
+        Err(p) => Err(RunFailure::Failed(
+            FailStage::EncodeOutput,
+            format!("serializing panicked: {}", panic_message(p.as_ref())),
+        )),
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
+
+/// Runs the task at `index` of the registry.
+pub(crate) fn run_registered(index: u32, payload: &[u8], out: &mut Vec<u8>) -> Result<(), RunFailure> {
+    match TASKS.get(index as usize) {
+        Some(entry) => (entry.run)(payload, out),
+        None => Err(RunFailure::Failed(
+            FailStage::UnknownTask,
+            format!("the worker has no task number {index}"),
+        )),
+    }
+}
+
+pub(crate) fn type_name_at(index: u32) -> String {
+    TASKS
+        .get(index as usize)
+        .map(|e| e.type_name().to_owned())
+        .unwrap_or_else(|| format!("task #{index}"))
+}
+
+struct Index {
+    by_type: HashMap<TypeId, u32>,
+    duplicate: Option<Error>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut by_type = HashMap::with_capacity(TASKS.len());
+        let mut duplicate = None;
+        for (i, entry) in TASKS.iter().enumerate() {
+            let Ok(i) = u32::try_from(i) else { break };
+            if let Some(prev) = by_type.insert((entry.type_id)(), i) {
+                let first = &TASKS[prev as usize];
+                duplicate.get_or_insert(Error::DuplicateRegistration {
+                    type_name: entry.type_name(),
+                    first: first.site(),
+                    second: entry.site(),
+                });
+                by_type.insert((entry.type_id)(), prev);
+            }
+        }
+        Index { by_type, duplicate }
+    })
+}
+
+/// The wire key of task type `T`.
+pub(crate) fn index_of<T: Task>() -> Result<u32, Error> {
+    index()
+        .by_type
+        .get(&TypeId::of::<T>())
+        .copied()
+        .ok_or(Error::NotRegistered {
+            type_name: std::any::type_name::<T>(),
+        })
+}
+
+/// A registry error that makes the whole binary unusable as a pool host.
+pub(crate) fn check() -> Result<(), Error> {
+    match &index().duplicate {
+        Some(e) => Err(e.clone()),
+        None => Ok(()),
+    }
+}
+
+/// A fingerprint of this build: the crate version, the protocol version and
+/// every registered task in order. Host and worker must agree on it.
+pub(crate) fn build_id() -> u64 {
+    static ID: OnceLock<u64> = OnceLock::new();
+    *ID.get_or_init(|| {
+        let mut h = Fnv::default();
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        crate::protocol::VERSION.hash(&mut h);
+        for entry in TASKS.iter() {
+            entry.type_name().hash(&mut h);
+            entry.file.hash(&mut h);
+            entry.line.hash(&mut h);
+            (entry.type_id)().hash(&mut h);
+        }
+        h.finish()
+    })
+}
+
+/// FNV-1a: stable across processes, unlike `RandomState`.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Registers a [`Task`] type so worker processes can run it.
+///
+/// Put it next to the `impl Task`; no runtime call is needed (the linker
+/// collects the registrations). Registering a type twice in one binary is
+/// reported by `build()` with both sites.
+///
+/// A task defined in another crate of yours is only registered if that crate
+/// is linked into the binary: if nothing else uses it, add
+/// `use that_crate as _;`.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize)]
+/// struct Echo(String);
+///
+/// impl procpool::Task for Echo {
+///     type Output = String;
+///     fn run(self) -> String { self.0 }
+/// }
+///
+/// procpool::register!(Echo);
+/// ```
+#[macro_export]
+macro_rules! register {
+    ($task:ty) => {
+        const _: () = {
+            #[$crate::__private::linkme::distributed_slice($crate::__private::TASKS)]
+            #[linkme(crate = $crate::__private::linkme)]
+            static ENTRY: $crate::__private::TaskEntry =
+                $crate::__private::TaskEntry::new::<$task>(::core::file!(), ::core::line!());
+        };
+    };
+}

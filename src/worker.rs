@@ -1,0 +1,231 @@
+//! The worker side: the `init()` guard and the loop that serves jobs.
+//!
+//! A worker has two threads. The reader thread reads frames from the host:
+//! jobs go to the runner thread, cancels set a flag the running task can
+//! poll, and end of input (the host shut the worker down, or died) ends the
+//! process at once, even in the middle of a job. The runner thread runs one
+//! job at a time and writes its result.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use crate::frame::{self, SyncFrameReader};
+use crate::protocol::{self, FailStage, ToWorker};
+use crate::sys;
+use crate::task::{RunFailure, run_registered};
+
+/// Environment variable that marks a process as a worker; its value is the
+/// host's pid, so a stale value left in a shell is not mistaken for a host.
+pub(crate) const MARKER_ENV: &str = "PROCPOOL_WORKER";
+/// Environment variable carrying the maximum frame size.
+pub(crate) const MAX_FRAME_ENV: &str = "PROCPOOL_MAX_FRAME";
+/// Environment variable that keeps core dumps enabled in workers.
+pub(crate) const CORE_DUMPS_ENV: &str = "PROCPOOL_CORE_DUMPS";
+
+/// Exit code of a worker whose host went away before it started.
+const EXIT_ORPHANED: i32 = 101;
+/// Exit code of a worker that received a malformed frame.
+const EXIT_PROTOCOL: i32 = 102;
+/// Exit code of a process that was started as a worker but did not call
+/// `init()` before building a pool.
+pub(crate) const EXIT_MISSING_INIT: i32 = 103;
+/// Exit code of a worker that could not write to the host.
+const EXIT_IO: i32 = 104;
+
+/// Id of the job the runner is executing (0: none).
+static CURRENT_JOB: AtomicU64 = AtomicU64::new(0);
+/// Id of the last job the host asked to cancel.
+static CANCELLED_JOB: AtomicU64 = AtomicU64::new(0);
+
+/// The worker guard: call it first thing in `main`.
+///
+/// In a process that the pool started as a worker, `init()` serves jobs
+/// until the host closes the connection and then exits the process; it never
+/// returns. In every other process it returns at once and costs one
+/// environment lookup.
+///
+/// It must run before anything writes to stdout, and before the program
+/// builds a pool: a worker that reaches pool construction without it is
+/// stopped with an error naming `procpool::init()`, never a recursive spawn.
+///
+/// Works as the first line of a plain `fn main` and of a `#[tokio::main]
+/// async fn main` (the worker loop runs on a fresh thread, so tasks may build
+/// their own runtimes). For test binaries, benches, and binaries whose
+/// `main` you do not write, use [`init_before_main!`](crate::init_before_main).
+///
+/// # Panics
+///
+/// Never returns in a worker; exits with a non-zero code (and a message on
+/// stderr) if the process was started as a worker of a host that has
+/// already exited.
+pub fn init() {
+    let Some(marker) = std::env::var_os(MARKER_ENV) else {
+        return;
+    };
+    sys::remove_env(MARKER_ENV);
+    let host: Option<u32> = marker.to_str().and_then(|s| s.parse().ok());
+    sys::set_parent_death_signal();
+    if host.is_none() || host != Some(sys::parent_pid()) {
+        eprintln!(
+            "procpool: this process was started as a worker of process {marker:?}, which is not \
+             its parent (the host has exited, or {MARKER_ENV} was set by hand); exiting"
+        );
+        sys::exit_now(EXIT_ORPHANED);
+    }
+    if std::env::var_os(CORE_DUMPS_ENV).is_none() {
+        sys::disable_core_dumps();
+    }
+    let max_frame = std::env::var(MAX_FRAME_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::config::DEFAULT_MAX_FRAME);
+    // A fresh thread: `init()` may be called inside a runtime, and tasks may
+    // build runtimes of their own.
+    let code = std::thread::Builder::new()
+        .name("procpool-worker".into())
+        .spawn(move || serve(max_frame))
+        .map(|t| t.join().unwrap_or(EXIT_IO))
+        .unwrap_or(EXIT_IO);
+    sys::exit_now(code)
+}
+
+/// Called from `Builder::build`: if this process is a worker that skipped
+/// `init()`, tell the host and stop before anything recursive happens.
+pub(crate) fn refuse_pool_in_unguarded_worker() {
+    let Some(marker) = std::env::var_os(MARKER_ENV) else {
+        return;
+    };
+    let host: Option<u32> = marker.to_str().and_then(|s| s.parse().ok());
+    if host != Some(sys::parent_pid()) {
+        // A stale marker (not our parent): this is an ordinary host.
+        return;
+    }
+    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(protocol::MISSING_INIT_MAGIC);
+    let _ = out.flush();
+    eprintln!(
+        "procpool: this process was started as a worker, but it reached \
+         `ProcessPoolExecutor::builder().build()` without calling `procpool::init()` first. \
+         Add `procpool::init();` as the first line of `main` (or \
+         `procpool::init_before_main!();` in a test binary). Exiting instead of starting a \
+         pool of its own."
+    );
+    sys::exit_now(EXIT_MISSING_INIT);
+}
+
+/// Whether the job running in this worker has been asked to stop.
+///
+/// A long task can poll this from [`Task::run`](crate::Task::run) and return
+/// early; the host has already resolved the job's handle with
+/// [`Error::Cancelled`](crate::Error::Cancelled) and ignores what the task
+/// returns. A task that does not poll is killed with its worker once the
+/// cancel grace period has passed. Outside a worker this is always `false`.
+pub fn cancelled() -> bool {
+    let current = CURRENT_JOB.load(Ordering::Acquire);
+    current != 0 && CANCELLED_JOB.load(Ordering::Acquire) == current
+}
+
+fn serve(max_frame: usize) -> i32 {
+    // The protocol moves off fd 0 and fd 1 before any job runs: a task's
+    // `println!` (or a C library writing to fd 1) then goes to stderr, and a
+    // task reading stdin sees EOF.
+    let (input, mut output) = match (sys::dup_cloexec(0), sys::dup_cloexec(1)) {
+        (Ok(i), Ok(o)) => (i, o),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("procpool worker: could not set up its channel: {e}");
+            return EXIT_IO;
+        }
+    };
+    if let Err(e) = sys::dup2(2, 1).and_then(|()| sys::stdin_from_dev_null()) {
+        eprintln!("procpool worker: could not redirect stdio: {e}");
+        return EXIT_IO;
+    }
+    sys::set_pipe_size(input.as_raw_fd(), 1 << 20);
+    sys::set_pipe_size(output.as_raw_fd(), 1 << 20);
+
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(protocol::MAGIC);
+    let hello_start = buf.len();
+    buf.extend_from_slice(&[0; frame::PREFIX]);
+    protocol::put_hello(&mut buf, crate::task::build_id(), std::process::id());
+    if frame::finish(&mut buf[hello_start..], max_frame).is_err() || output.write_all(&buf).is_err()
+    {
+        return EXIT_IO;
+    }
+
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::Builder::new()
+        .name("procpool-reader".into())
+        .spawn(move || read_loop(input, max_frame, jobs_tx));
+    if reader.is_err() {
+        return EXIT_IO;
+    }
+
+    let mut out = Vec::with_capacity(4096);
+    for body in jobs_rx {
+        let Ok(ToWorker::Job { id, task, payload }) = protocol::decode_to_worker(&body) else {
+            continue;
+        };
+        CURRENT_JOB.store(id, Ordering::Release);
+        frame::begin(&mut out);
+        protocol::put_done_header(&mut out, id);
+        let result = run_registered(task, payload, &mut out);
+        CURRENT_JOB.store(0, Ordering::Release);
+        drop(body);
+        if let Err(failure) = result {
+            frame::begin(&mut out);
+            match failure {
+                RunFailure::Panicked(msg) => protocol::put_panicked(&mut out, id, &msg),
+                RunFailure::Failed(stage, msg) => protocol::put_failed(&mut out, id, stage, &msg),
+            }
+        }
+        if let Err(e) = frame::finish(&mut out, max_frame) {
+            frame::begin(&mut out);
+            protocol::put_failed(&mut out, id, FailStage::EncodeOutput, &e.to_string());
+            if frame::finish(&mut out, max_frame).is_err() {
+                return EXIT_IO;
+            }
+        }
+        let _ = std::io::stdout().flush();
+        if output.write_all(&out).is_err() {
+            return EXIT_IO;
+        }
+        if out.capacity() > (1 << 20) {
+            out = Vec::with_capacity(4096);
+        }
+    }
+    0
+}
+
+fn read_loop(input: std::fs::File, max_frame: usize, jobs: mpsc::Sender<Vec<u8>>) {
+    let mut reader = SyncFrameReader::new(input, max_frame);
+    loop {
+        match reader.next_frame() {
+            Ok(Some(body)) => match protocol::decode_to_worker(&body) {
+                Ok(ToWorker::Job { .. }) => {
+                    if jobs.send(body).is_err() {
+                        sys::exit_now(EXIT_IO);
+                    }
+                }
+                Ok(ToWorker::Cancel { id }) => CANCELLED_JOB.store(id, Ordering::Release),
+                Err(e) => {
+                    eprintln!("procpool worker: the host sent {e}; exiting");
+                    sys::exit_now(EXIT_PROTOCOL);
+                }
+            },
+            // End of input: the host shut this worker down or went away.
+            // Exit now, even mid-job; nothing can receive the result.
+            Ok(None) => {
+                let _ = std::io::stdout().flush();
+                sys::exit_now(0)
+            }
+            Err(e) => {
+                eprintln!("procpool worker: reading from the host failed: {e}; exiting");
+                sys::exit_now(EXIT_PROTOCOL);
+            }
+        }
+    }
+}
