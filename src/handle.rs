@@ -287,7 +287,7 @@ impl<T: DeserializeOwned> Future for JobHandle<T> {
 pub(crate) fn decode<T: DeserializeOwned>(enc: Encoded) -> Result<T, Error> {
     let bytes = enc.body.get(enc.offset..).unwrap_or_default();
     match postcard::take_from_bytes::<T>(bytes) {
-        Ok((value, rest)) if rest.is_empty() => Ok(value),
+        Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::Serialization {
             stage: SerdeStage::DecodeOutput,
             type_name: std::any::type_name::<T>().to_owned(),

@@ -102,7 +102,10 @@ impl ProcessPoolExecutor {
         })?;
         let mut buf = buf;
         frame::finish(&mut buf, self.inner.max_frame).map_err(|e| Error::Protocol {
-            message: format!("the task `{}` is too large: {e}", std::any::type_name::<T>()),
+            message: format!(
+                "the task `{}` is too large: {e}",
+                std::any::type_name::<T>()
+            ),
         })?;
         Ok((index, buf))
     }
@@ -158,7 +161,12 @@ impl ProcessPoolExecutor {
     pub async fn shutdown_now(&self) {
         self.inner.shared.accepting.store(false, Ordering::Release);
         let (done, wait) = oneshot::channel();
-        if self.inner.commands.send(Command::ShutdownNow { done }).is_ok() {
+        if self
+            .inner
+            .commands
+            .send(Command::ShutdownNow { done })
+            .is_ok()
+        {
             let _ = wait.await;
         }
     }
@@ -247,17 +255,17 @@ impl Builder {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        self.cfg.command.args.extend(args.into_iter().map(Into::into));
+        self.cfg
+            .command
+            .args
+            .extend(args.into_iter().map(Into::into));
         self
     }
 
     /// Sets an environment variable for the workers (they inherit the host's
     /// environment otherwise).
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.cfg
-            .command
-            .envs
-            .push((key.into(), Some(value.into())));
+        self.cfg.command.envs.push((key.into(), Some(value.into())));
         self
     }
 

@@ -60,7 +60,11 @@ impl FailStage {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ToWorker<'a> {
     /// Run the task registered at index `task` on `payload`.
-    Job { id: u64, task: u32, payload: &'a [u8] },
+    Job {
+        id: u64,
+        task: u32,
+        payload: &'a [u8],
+    },
     /// Cancel job `id` if it is the one running.
     Cancel { id: u64 },
 }
@@ -69,13 +73,25 @@ pub(crate) enum ToWorker<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum FromWorker {
     /// The first frame: who the worker is and what it was built from.
-    Hello { version: u32, build_id: u64, pid: u32 },
+    Hello {
+        version: u32,
+        build_id: u64,
+        pid: u32,
+    },
     /// The job finished; its encoded output is `body[offset..]`.
-    Done { id: u64, body: Vec<u8>, offset: usize },
+    Done {
+        id: u64,
+        body: Vec<u8>,
+        offset: usize,
+    },
     /// The job panicked.
     Panicked { id: u64, message: String },
     /// The job failed in the worker's glue code.
-    Failed { id: u64, stage: FailStage, message: String },
+    Failed {
+        id: u64,
+        stage: FailStage,
+        message: String,
+    },
 }
 
 /// Writes the fields of a job frame; the caller appends the payload and

@@ -50,10 +50,20 @@ pub(crate) enum Command {
 
 /// What happens on the pool's side: worker messages, exits, timers.
 pub(crate) enum Event {
-    Worker { uid: u64, event: WorkerEvent },
-    Spawned(Result<process::Spawned, Error>),
-    TimedOut { uid: u64, job: JobId, timeout: Duration },
-    GraceOver { uid: u64, job: JobId },
+    Worker {
+        uid: u64,
+        event: WorkerEvent,
+    },
+    Spawned(Box<Result<process::Spawned, Error>>),
+    TimedOut {
+        uid: u64,
+        job: JobId,
+        timeout: Duration,
+    },
+    GraceOver {
+        uid: u64,
+        job: JobId,
+    },
 }
 
 struct Job {
@@ -307,7 +317,7 @@ impl Scheduler {
             },
             Event::Spawned(r) => {
                 self.spawning -= 1;
-                match r {
+                match *r {
                     Ok(w) => {
                         self.startup_failures = 0;
                         if self.mode == Mode::Stopping {
@@ -449,7 +459,7 @@ impl Scheduler {
                     tokio::time::sleep(delay).await;
                 }
                 let r = process::spawn(&cfg).await;
-                let _ = events.send(Event::Spawned(r));
+                let _ = events.send(Event::Spawned(Box::new(r)));
             });
         }
     }
@@ -593,7 +603,7 @@ impl Scheduler {
     }
 
     fn finish_job_slot(&self, slot: &Slot, r: Result<Encoded, Error>) {
-        self.shared.resolve(&slot, r);
+        self.shared.resolve(slot, r);
     }
 
     fn timer(&self, after: Duration, ev: Event) {

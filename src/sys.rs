@@ -49,7 +49,13 @@ pub(crate) fn set_parent_death_signal() {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     // SAFETY: PR_SET_PDEATHSIG takes a signal number and has no memory effects.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
 }
 

@@ -113,7 +113,7 @@ pub static TASKS: [TaskEntry];
 /// Decodes the task, runs it, and appends the encoded output to `out`.
 fn run_task<T: Task>(payload: &[u8], out: &mut Vec<u8>) -> Result<(), RunFailure> {
     let task: T = match postcard::take_from_bytes::<T>(payload) {
-        Ok((task, rest)) if rest.is_empty() => task,
+        Ok((task, [])) => task,
         Ok((_, rest)) => {
             return Err(RunFailure::Failed(
                 FailStage::DecodeTask,
@@ -151,7 +151,11 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs the task at `index` of the registry.
-pub(crate) fn run_registered(index: u32, payload: &[u8], out: &mut Vec<u8>) -> Result<(), RunFailure> {
+pub(crate) fn run_registered(
+    index: u32,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), RunFailure> {
     match TASKS.get(index as usize) {
         Some(entry) => (entry.run)(payload, out),
         None => Err(RunFailure::Failed(

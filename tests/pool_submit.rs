@@ -36,7 +36,11 @@ async fn workers_are_re_executions_of_the_host_binary() {
     let id = bounded("a job", pool.submit(WhoAmI)).await.unwrap();
     assert_ne!(id.pid, std::process::id(), "the job ran in the host");
     assert_eq!(id.ppid, std::process::id(), "the worker is not our child");
-    assert_eq!(id.exe, me.display().to_string(), "the worker is another program");
+    assert_eq!(
+        id.exe,
+        me.display().to_string(),
+        "the worker is another program"
+    );
     assert_eq!(id.marker_env, None, "init() must remove the worker marker");
     assert!(pool.worker_pids().contains(&id.pid));
     pool.shutdown().await;
@@ -76,23 +80,51 @@ async fn serialization_failures_fail_only_that_job_with_their_stage() {
 
     let e = pool.submit(FailsToSerialize).await.unwrap_err();
     assert!(
-        matches!(e, Error::Serialization { stage: SerdeStage::EncodeTask, .. }),
+        matches!(
+            e,
+            Error::Serialization {
+                stage: SerdeStage::EncodeTask,
+                ..
+            }
+        ),
         "{e:?}"
     );
-    let e = bounded("a job", pool.submit(FailsToDeserialize)).await.unwrap_err();
+    let e = bounded("a job", pool.submit(FailsToDeserialize))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(e, Error::Serialization { stage: SerdeStage::DecodeTask, .. }),
+        matches!(
+            e,
+            Error::Serialization {
+                stage: SerdeStage::DecodeTask,
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert!(e.to_string().contains("FailsToDeserialize"), "{e}");
     let e = bounded("a job", pool.submit(BadOutput)).await.unwrap_err();
     assert!(
-        matches!(e, Error::Serialization { stage: SerdeStage::EncodeOutput, .. }),
+        matches!(
+            e,
+            Error::Serialization {
+                stage: SerdeStage::EncodeOutput,
+                ..
+            }
+        ),
         "{e:?}"
     );
-    let e = bounded("a job", pool.submit(UndecodableOutput)).await.unwrap_err();
+    let e = bounded("a job", pool.submit(UndecodableOutput))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(e, Error::Serialization { stage: SerdeStage::DecodeOutput, .. }),
+        matches!(
+            e,
+            Error::Serialization {
+                stage: SerdeStage::DecodeOutput,
+                ..
+            }
+        ),
         "{e:?}"
     );
     // None of these is the worker's fault: it was not replaced.
@@ -105,7 +137,10 @@ async fn serialization_failures_fail_only_that_job_with_their_stage() {
 async fn task_output_on_stdout_never_corrupts_the_channel() {
     let pool = pool(1).await;
     for i in 0..50 {
-        assert_eq!(bounded("a noisy job", pool.submit(Noisy(i))).await.unwrap(), i + 1);
+        assert_eq!(
+            bounded("a noisy job", pool.submit(Noisy(i))).await.unwrap(),
+            i + 1
+        );
     }
     // Output on the channel would have broken the protocol and replaced the
     // worker.
@@ -118,7 +153,9 @@ async fn task_output_on_stdout_never_corrupts_the_channel() {
 async fn large_payloads_round_trip() {
     let pool = pool(1).await;
     let data: Vec<u8> = (0..(8 << 20)).map(|i| (i % 251) as u8).collect();
-    let back = bounded("an echo", pool.submit(Echo(data.clone()))).await.unwrap();
+    let back = bounded("an echo", pool.submit(Echo(data.clone())))
+        .await
+        .unwrap();
     assert_eq!(back, data);
     pool.shutdown().await;
 }
@@ -134,9 +171,17 @@ async fn an_oversized_result_frame_is_a_protocol_error_and_the_worker_is_replace
     let before = pool.worker_pids();
     // The worker refuses to send a frame over the limit: the job fails with
     // a clear error.
-    let e = bounded("a job", pool.submit(Bytes(1 << 20))).await.unwrap_err();
+    let e = bounded("a job", pool.submit(Bytes(1 << 20)))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(e, Error::Serialization { stage: SerdeStage::EncodeOutput, .. }),
+        matches!(
+            e,
+            Error::Serialization {
+                stage: SerdeStage::EncodeOutput,
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert!(e.to_string().contains("maximum frame size"), "{e}");

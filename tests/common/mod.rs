@@ -31,7 +31,10 @@ pub async fn bounded<F: std::future::Future>(what: &str, fut: F) -> F::Output {
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < PATIENCE, "{what} did not happen within {PATIENCE:?}");
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what} did not happen within {PATIENCE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -328,3 +331,27 @@ impl Task for UndecodableOutput {
     }
 }
 procpool::register!(UndecodableOutput);
+
+/// Reads an environment variable in the worker.
+#[derive(Serialize, Deserialize)]
+pub struct EnvVar(pub String);
+impl Task for EnvVar {
+    type Output = Option<String>;
+    fn run(self) -> Option<String> {
+        std::env::var(&self.0).ok()
+    }
+}
+procpool::register!(EnvVar);
+
+/// The worker's working directory.
+#[derive(Serialize, Deserialize)]
+pub struct Cwd;
+impl Task for Cwd {
+    type Output = String;
+    fn run(self) -> String {
+        std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+}
+procpool::register!(Cwd);
