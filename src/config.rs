@@ -30,4 +30,17 @@ pub(crate) struct Config {
     pub(crate) core_dumps: bool,
     pub(crate) forward_output: bool,
     pub(crate) max_startup_failures: u32,
+    pub(crate) max_queued: Option<usize>,
+    pub(crate) max_tasks_per_worker: Option<u64>,
+    pub(crate) max_worker_rss: Option<u64>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) min_workers: usize,
+    pub(crate) initializer: Option<Result<Initializer, crate::Error>>,
+}
+
+/// The encoded initializer job (job id 0), sent to every new worker.
+#[derive(Debug, Clone)]
+pub(crate) struct Initializer {
+    pub(crate) frame: Vec<u8>,
+    pub(crate) type_name: &'static str,
 }

@@ -182,6 +182,16 @@ pub enum Error {
         program: String,
     },
 
+    /// The pool's initializer failed in a new worker (it panicked or could
+    /// not be decoded), so the worker was not used.
+    #[error("the pool's initializer `{type_name}` failed in a new worker: {message}")]
+    Initializer {
+        /// The initializer's task type.
+        type_name: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// A task registered more than once in the same binary.
     #[error(
         "the task type `{type_name}` is registered twice, at {first} and at {second}; \

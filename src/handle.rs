@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
 use serde::de::DeserializeOwned;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::{Error, SerdeStage};
 use crate::scheduler::Command;
@@ -50,15 +51,25 @@ pub(crate) struct Slot {
     state: AtomicU8,
     result: Mutex<Option<RawResult>>,
     waker: AtomicWaker,
+    /// The job's place in a bounded queue: given back as soon as the job
+    /// leaves the queue (dispatched, cancelled or failed).
+    queue_place: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl Slot {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(queue_place: Option<OwnedSemaphorePermit>) -> Arc<Self> {
         Arc::new(Slot {
             state: AtomicU8::new(PENDING),
             result: Mutex::new(None),
             waker: AtomicWaker::new(),
+            queue_place: Mutex::new(queue_place),
         })
+    }
+
+    pub(crate) fn release_queue_place(&self) {
+        if let Ok(mut p) = self.queue_place.lock() {
+            p.take();
+        }
     }
 
     /// A slot that already holds `result`.
@@ -67,6 +78,7 @@ impl Slot {
             state: AtomicU8::new(DONE),
             result: Mutex::new(Some(result)),
             waker: AtomicWaker::new(),
+            queue_place: Mutex::new(None),
         })
     }
 
@@ -91,6 +103,7 @@ impl Slot {
             }
             Err(_) => return false,
         }
+        self.release_queue_place();
         self.waker.wake();
         true
     }
@@ -106,6 +119,7 @@ impl Slot {
             .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
+                self.release_queue_place();
                 self.waker.wake();
                 true
             }
@@ -152,6 +166,58 @@ pub(crate) struct CancelLink {
     pub(crate) commands: tokio::sync::mpsc::UnboundedSender<Command>,
 }
 
+/// The untyped part of a handle: the slot, and the way back to the pool for
+/// cancelling. Dropping it cancels the job unless it was detached.
+pub(crate) struct RawHandle {
+    id: JobId,
+    slot: Arc<Slot>,
+    link: Option<CancelLink>,
+}
+
+impl RawHandle {
+    pub(crate) fn new(id: JobId, slot: Arc<Slot>, link: Option<CancelLink>) -> Self {
+        RawHandle { id, slot, link }
+    }
+
+    pub(crate) fn failed(id: JobId, error: Error) -> Self {
+        RawHandle::new(id, Slot::ready(Err(error)), None)
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        !self.slot.is_pending()
+    }
+
+    pub(crate) fn cancel(&self) -> bool {
+        let took_effect = self.slot.cancel();
+        if took_effect {
+            self.notify_cancel();
+        }
+        took_effect
+    }
+
+    fn notify_cancel(&self) {
+        if let Some(link) = &self.link {
+            let _ = link.commands.send(Command::Cancel(self.id));
+        }
+    }
+
+    pub(crate) fn detach(&mut self) {
+        self.link = None;
+    }
+
+    pub(crate) fn poll_raw(&self, cx: &mut Context<'_>) -> Poll<RawResult> {
+        self.slot.poll_result(cx)
+    }
+}
+
+impl Drop for RawHandle {
+    fn drop(&mut self) {
+        if self.link.is_some() && self.slot.is_pending() && self.slot.cancel() {
+            self.notify_cancel();
+        }
+    }
+}
+
 /// A submitted job: a future of the job's result.
 ///
 /// Returned by [`ProcessPoolExecutor::submit`](crate::ProcessPoolExecutor::submit)
@@ -172,45 +238,41 @@ pub(crate) struct CancelLink {
 /// an owned handle stop the work when they give up on it.
 #[must_use = "dropping a JobHandle cancels its job; await it or call detach()"]
 pub struct JobHandle<T> {
-    id: JobId,
-    slot: Arc<Slot>,
-    link: Option<CancelLink>,
+    raw: RawHandle,
     _output: PhantomData<fn() -> T>,
 }
 
 impl<T> fmt::Debug for JobHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobHandle")
-            .field("id", &self.id)
-            .field("finished", &!self.slot.is_pending())
+            .field("id", &self.raw.id)
+            .field("finished", &self.raw.is_finished())
             .finish()
     }
 }
 
 impl<T> JobHandle<T> {
-    pub(crate) fn new(id: JobId, slot: Arc<Slot>, link: Option<CancelLink>) -> Self {
+    pub(crate) fn from_raw(raw: RawHandle) -> Self {
         JobHandle {
-            id,
-            slot,
-            link,
+            raw,
             _output: PhantomData,
         }
     }
 
     /// A handle that is already resolved with `error`.
     pub(crate) fn failed(id: JobId, error: Error) -> Self {
-        JobHandle::new(id, Slot::ready(Err(error)), None)
+        JobHandle::from_raw(RawHandle::failed(id, error))
     }
 
     /// The job's id.
     pub fn id(&self) -> JobId {
-        self.id
+        self.raw.id
     }
 
     /// Whether the job has finished (successfully or not) or been cancelled,
     /// so that awaiting the handle returns at once.
     pub fn is_finished(&self) -> bool {
-        !self.slot.is_pending()
+        self.raw.is_finished()
     }
 
     /// Cancels the job; returns whether the cancel took effect.
@@ -224,51 +286,34 @@ impl<T> JobHandle<T> {
     /// Returns `false` if the job had already finished: its result is kept
     /// and awaiting the handle returns it (like Python's `Future.cancel()`).
     pub fn cancel(&self) -> bool {
-        let took_effect = self.slot.cancel();
-        if took_effect {
-            self.notify_cancel();
-        }
-        took_effect
-    }
-
-    fn notify_cancel(&self) {
-        if let Some(link) = &self.link {
-            let _ = link.commands.send(Command::Cancel(self.id));
-        }
+        self.raw.cancel()
     }
 
     /// Lets the job run to completion without awaiting it; its result is
     /// discarded. (Dropping the handle instead cancels the job.)
     pub fn detach(mut self) {
-        self.link = None;
+        self.raw.detach();
     }
 
     /// Waits for the result from synchronous code, blocking the thread.
     ///
+    /// # Errors
+    ///
+    /// The job's error, as when awaiting the handle.
+    ///
     /// # Panics
     ///
-    /// Panics if called from within an asynchronous execution context (a
-    /// tokio runtime thread), where blocking would stall other tasks; await
-    /// the handle there instead.
+    /// Panics if called from within a tokio runtime thread, where blocking
+    /// would stall other tasks; await the handle there instead.
     pub fn blocking_wait(self) -> Result<T, Error>
     where
         T: DeserializeOwned,
     {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            panic!(
-                "JobHandle::blocking_wait called from within a tokio runtime; \
-                 await the handle instead"
-            );
-        }
+        assert!(
+            tokio::runtime::Handle::try_current().is_err(),
+            "JobHandle::blocking_wait called from within a tokio runtime; await the handle instead"
+        );
         futures::executor::block_on(self)
-    }
-}
-
-impl<T> Drop for JobHandle<T> {
-    fn drop(&mut self) {
-        if self.link.is_some() && self.slot.is_pending() && self.slot.cancel() {
-            self.notify_cancel();
-        }
     }
 }
 
@@ -276,16 +321,18 @@ impl<T: DeserializeOwned> Future for JobHandle<T> {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let raw = match self.slot.poll_result(cx) {
-            Poll::Ready(r) => r,
-            Poll::Pending => return Poll::Pending,
-        };
-        Poll::Ready(raw.and_then(decode::<T>))
+        match self.raw.poll_raw(cx) {
+            Poll::Ready(raw) => Poll::Ready(raw.and_then(decode::<T>)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(enc: Encoded) -> Result<T, Error> {
-    let bytes = enc.body.get(enc.offset..).unwrap_or_default();
+    decode_slice(enc.body.get(enc.offset..).unwrap_or_default())
+}
+
+pub(crate) fn decode_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::Serialization {

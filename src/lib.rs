@@ -96,19 +96,23 @@ mod config;
 mod error;
 mod frame;
 mod handle;
+mod options;
 mod pool;
 mod process;
 mod protocol;
 mod scheduler;
 mod stats;
+mod streams;
 mod sys;
 mod task;
 mod worker;
 
 pub use error::{Error, ExitStatus, SerdeStage};
 pub use handle::{JobHandle, JobId};
+pub use options::JobOptions;
 pub use pool::{Builder, ProcessPoolExecutor};
 pub use stats::PoolStats;
+pub use streams::{AsCompleted, JobSet, MapStream, as_completed};
 pub use task::Task;
 pub use worker::{cancelled, init};
 

@@ -7,16 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use std::future::Future;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 
 use crate::config::{self, Config};
 use crate::error::{Error, SerdeStage};
 use crate::frame;
-use crate::handle::{CancelLink, JobHandle, JobId, Slot};
+use crate::handle::{CancelLink, JobHandle, JobId, RawHandle, Slot};
+use crate::options::JobOptions;
 use crate::protocol;
 use crate::scheduler::{self, Command, JobRequest};
 use crate::stats::{PoolStats, Shared};
+use crate::streams::MapStream;
 use crate::task::{self, Task};
+use futures::Stream;
 
 /// A pool of worker processes that run [`Task`]s.
 ///
@@ -43,10 +48,15 @@ struct Inner {
     next_id: AtomicU64,
     max_frame: usize,
     workers: usize,
+    queue_slots: Option<Arc<Semaphore>>,
+    max_queued: usize,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Some(sem) = &self.queue_slots {
+            sem.close();
+        }
         let _ = self.commands.send(Command::Abandon);
     }
 }
@@ -75,63 +85,254 @@ impl ProcessPoolExecutor {
     /// shutdown, [`Error::NotRegistered`] for a task type without
     /// [`register!`](crate::register), [`Error::Serialization`] for a task
     /// that fails to serialize, [`Error::Protocol`] for one larger than the
-    /// maximum frame size. No worker is involved in any of these.
+    /// maximum frame size, and [`Error::Overloaded`] when a bounded queue
+    /// ([`Builder::max_queued`]) is full. No worker is involved in any of
+    /// these.
     ///
     /// Jobs start in submission order, each on the first idle worker.
     /// Dropping the handle cancels the job; see [`JobHandle`].
     pub fn submit<T: Task>(&self, task: T) -> JobHandle<T::Output> {
-        let id = JobId(self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1);
-        match self.prepare(id, &task) {
-            Ok((index, frame)) => self.enqueue(id, index, frame, None),
-            Err(e) => JobHandle::failed(id, e),
+        self.submit_with(task, JobOptions::default())
+    }
+
+    /// [`submit`](Self::submit) with per-job options, such as a timeout.
+    pub fn submit_with<T: Task>(&self, task: T, options: JobOptions) -> JobHandle<T::Output> {
+        let id = self.next_id();
+        let raw = match self.queue_permit() {
+            Ok(permit) => self.start(id, &task, options, permit),
+            Err(e) => RawHandle::failed(id, e),
+        };
+        JobHandle::from_raw(raw)
+    }
+
+    /// Submits a job unless it would fail at once: returns the error instead
+    /// of a handle that is already resolved with it. In particular, when a
+    /// bounded queue is full this returns [`Error::Overloaded`] without
+    /// waiting, for load shedding.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Overloaded`], [`Error::Shutdown`], [`Error::NotRegistered`],
+    /// [`Error::Serialization`] or [`Error::Protocol`], as listed for
+    /// [`submit`](Self::submit).
+    pub fn try_submit<T: Task>(&self, task: T) -> Result<JobHandle<T::Output>, Error> {
+        self.try_submit_with(task, JobOptions::default())
+    }
+
+    /// [`try_submit`](Self::try_submit) with per-job options.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit).
+    pub fn try_submit_with<T: Task>(
+        &self,
+        task: T,
+        options: JobOptions,
+    ) -> Result<JobHandle<T::Output>, Error> {
+        let id = self.next_id();
+        let permit = self.queue_permit()?;
+        let raw = self.start(id, &task, options, permit);
+        if raw.is_finished() {
+            // Failed at submit: hand back the error itself.
+            let mut handle = JobHandle::<T::Output>::from_raw(raw);
+            let waker = futures::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            if let std::task::Poll::Ready(Err(e)) = std::pin::Pin::new(&mut handle).poll(&mut cx) {
+                return Err(e);
+            }
+            return Ok(handle);
+        }
+        Ok(JobHandle::from_raw(raw))
+    }
+
+    /// Submits a job, first waiting for room in a bounded queue
+    /// ([`Builder::max_queued`]); without a bound it does not wait.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it completes, the job was not
+    /// submitted (and the task value is dropped with the future).
+    pub async fn submit_wait<T: Task>(&self, task: T) -> JobHandle<T::Output> {
+        self.submit_wait_with(task, JobOptions::default()).await
+    }
+
+    /// [`submit_wait`](Self::submit_wait) with per-job options.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit_wait`](Self::submit_wait).
+    pub async fn submit_wait_with<T: Task>(
+        &self,
+        task: T,
+        options: JobOptions,
+    ) -> JobHandle<T::Output> {
+        let permit = match &self.inner.queue_slots {
+            Some(sem) => match sem.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return JobHandle::failed(self.next_id(), Error::Shutdown),
+            },
+            None => None,
+        };
+        let id = self.next_id();
+        JobHandle::from_raw(self.start(id, &task, options, permit))
+    }
+
+    fn next_id(&self) -> JobId {
+        JobId(self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// A place in a bounded queue, if there is a bound.
+    fn queue_permit(&self) -> Result<Option<OwnedSemaphorePermit>, Error> {
+        match &self.inner.queue_slots {
+            None => Ok(None),
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Ok(Some(p)),
+                Err(TryAcquireError::NoPermits) => Err(Error::Overloaded {
+                    capacity: self.inner.max_queued,
+                }),
+                Err(TryAcquireError::Closed) => Err(Error::Shutdown),
+            },
         }
     }
 
-    fn prepare<T: Task>(&self, id: JobId, task: &T) -> Result<(u32, Vec<u8>), Error> {
-        if !self.inner.shared.accepting.load(Ordering::Acquire) {
-            return Err(Error::Shutdown);
+    fn start<T: Task>(
+        &self,
+        id: JobId,
+        task: &T,
+        options: JobOptions,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> RawHandle {
+        let encoded = self.check_open().and_then(|()| {
+            let index = task::index_of::<T>()?;
+            let mut buf = Vec::with_capacity(64);
+            frame::begin(&mut buf);
+            protocol::put_job_header(&mut buf, id.0, index);
+            let buf = encode_into::<T>(task, buf, self.inner.max_frame)?;
+            Ok((index, buf))
+        });
+        match encoded {
+            Ok((index, frame)) => self.enqueue(id, index, frame, options, permit),
+            Err(e) => RawHandle::failed(id, e),
         }
-        let index = task::index_of::<T>()?;
-        let mut buf = Vec::with_capacity(64);
-        frame::begin(&mut buf);
-        protocol::put_job_header(&mut buf, id.0, index);
-        let buf = postcard::to_extend(task, buf).map_err(|e| Error::Serialization {
-            stage: SerdeStage::EncodeTask,
-            type_name: std::any::type_name::<T>().to_owned(),
-            message: e.to_string(),
-        })?;
-        let mut buf = buf;
-        frame::finish(&mut buf, self.inner.max_frame).map_err(|e| Error::Protocol {
-            message: format!(
-                "the task `{}` is too large: {e}",
-                std::any::type_name::<T>()
-            ),
-        })?;
-        Ok((index, buf))
     }
 
-    fn enqueue<O>(
+    /// Submits `tasks` as one batch job: one frame, run one after another by
+    /// one worker. Used by `map` with a chunk size.
+    pub(crate) fn start_batch<T: Task>(&self, tasks: &[T], options: JobOptions) -> RawHandle {
+        let id = self.next_id();
+        let encoded = self.check_open().and_then(|()| {
+            let index = task::index_of::<T>()?;
+            let mut buf = Vec::with_capacity(64 + 16 * tasks.len());
+            frame::begin(&mut buf);
+            protocol::put_batch_header(&mut buf, id.0, index, tasks.len() as u64);
+            let mut item = Vec::new();
+            for t in tasks {
+                item.clear();
+                item = postcard::to_extend(t, item).map_err(|e| encode_error::<T>(&e))?;
+                frame::put_varint(&mut buf, item.len() as u64);
+                buf.extend_from_slice(&item);
+            }
+            finish_frame::<T>(&mut buf, self.inner.max_frame)?;
+            Ok((index, buf))
+        });
+        match encoded.and_then(|(index, frame)| {
+            let permit = self.queue_permit()?;
+            Ok((index, frame, permit))
+        }) {
+            Ok((index, frame, permit)) => self.enqueue(id, index, frame, options, permit),
+            Err(e) => RawHandle::failed(id, e),
+        }
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.inner.shared.accepting.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Error::Shutdown)
+        }
+    }
+
+    fn enqueue(
         &self,
         id: JobId,
         task: u32,
         frame: Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> JobHandle<O> {
-        let slot = Slot::new();
+        options: JobOptions,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> RawHandle {
+        let slot = Slot::new(permit);
         let req = JobRequest {
             id,
             task,
             frame,
             slot: slot.clone(),
-            timeout,
+            options,
         };
         if self.inner.commands.send(Command::Submit(req)).is_err() {
-            return JobHandle::failed(id, Error::Shutdown);
+            return RawHandle::failed(id, Error::Shutdown);
         }
         let link = CancelLink {
             commands: self.inner.commands.clone(),
         };
-        JobHandle::new(id, slot, Some(link))
+        RawHandle::new(id, slot, Some(link))
+    }
+
+    /// Runs `task` on every item of `tasks` and yields the results in input
+    /// order, keeping a bounded number of jobs in flight (see
+    /// [`MapStream`] for the options: `in_flight`, `chunk_size`).
+    ///
+    /// Tasks are pulled from the iterator only as results are consumed, so
+    /// a huge input never sits in memory. Each item yields its own
+    /// `Result`; an error does not end the stream.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: procpool::ProcessPoolExecutor) {
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Work(u64);
+    /// # impl procpool::Task for Work { type Output = u64; fn run(self) -> u64 { self.0 } }
+    /// use futures::StreamExt;
+    /// let results: Vec<_> = pool
+    ///     .map((0..1_000_000).map(Work))
+    ///     .chunk_size(1000)
+    ///     .collect()
+    ///     .await;
+    /// # }
+    /// ```
+    pub fn map<T, I>(&self, tasks: I) -> MapStream<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        MapStream::new(self, futures::stream::iter(tasks), true)
+    }
+
+    /// Like [`map`](Self::map), but yields results in completion order.
+    pub fn map_unordered<T, I>(&self, tasks: I) -> MapStream<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        MapStream::new(self, futures::stream::iter(tasks), false)
+    }
+
+    /// Like [`map`](Self::map), with the tasks coming from a `Stream`.
+    pub fn map_stream<T, S>(&self, tasks: S) -> MapStream<T::Output>
+    where
+        T: Task,
+        S: Stream<Item = T> + Send + 'static,
+    {
+        MapStream::new(self, tasks, true)
+    }
+
+    /// Like [`map_unordered`](Self::map_unordered), with the tasks coming
+    /// from a `Stream`.
+    pub fn map_stream_unordered<T, S>(&self, tasks: S) -> MapStream<T::Output>
+    where
+        T: Task,
+        S: Stream<Item = T> + Send + 'static,
+    {
+        MapStream::new(self, tasks, false)
     }
 
     /// Shuts the pool down gracefully, for every clone: new submissions fail
@@ -143,10 +344,32 @@ impl ProcessPoolExecutor {
     /// Cancel safe: the shutdown has begun when this is first polled and
     /// continues if the future is dropped.
     pub async fn shutdown(&self) {
-        self.inner.shared.accepting.store(false, Ordering::Release);
+        self.stop_accepting();
         let (done, wait) = oneshot::channel();
         if self.inner.commands.send(Command::Shutdown { done }).is_ok() {
             let _ = wait.await;
+        }
+    }
+
+    /// Shuts down gracefully like [`shutdown`](Self::shutdown), but if jobs
+    /// are still running after `grace`, stops like
+    /// [`shutdown_now`](Self::shutdown_now): what is left is killed and
+    /// resolves to [`Error::Shutdown`]. Returns when every worker has exited.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the shutdown continues if the future is dropped (but the
+    /// deadline is then not enforced).
+    pub async fn shutdown_timeout(&self, grace: Duration) {
+        if tokio::time::timeout(grace, self.shutdown()).await.is_err() {
+            self.shutdown_now().await;
+        }
+    }
+
+    fn stop_accepting(&self) {
+        self.inner.shared.accepting.store(false, Ordering::Release);
+        if let Some(sem) = &self.inner.queue_slots {
+            sem.close();
         }
     }
 
@@ -159,7 +382,7 @@ impl ProcessPoolExecutor {
     ///
     /// Cancel safe, like [`shutdown`](Self::shutdown).
     pub async fn shutdown_now(&self) {
-        self.inner.shared.accepting.store(false, Ordering::Release);
+        self.stop_accepting();
         let (done, wait) = oneshot::channel();
         if self
             .inner
@@ -221,6 +444,12 @@ impl Default for Builder {
                 core_dumps: false,
                 forward_output: true,
                 max_startup_failures: 5,
+                max_queued: None,
+                max_tasks_per_worker: None,
+                max_worker_rss: None,
+                idle_timeout: None,
+                min_workers: 0,
+                initializer: None,
             },
         }
     }
@@ -334,6 +563,85 @@ impl Builder {
         self
     }
 
+    /// Bounds the queue of jobs waiting for a worker (default: unbounded,
+    /// like Python's executor). When it is full, [`submit`]
+    /// (ProcessPoolExecutor::submit) resolves the handle with
+    /// [`Error::Overloaded`], [`try_submit`](ProcessPoolExecutor::try_submit)
+    /// returns that error, and [`submit_wait`](ProcessPoolExecutor::submit_wait)
+    /// waits for room. Running jobs do not count.
+    pub fn max_queued(mut self, n: usize) -> Self {
+        self.cfg.max_queued = Some(n);
+        self
+    }
+
+    /// Replaces a worker after it has run `n` jobs (Python's
+    /// `max_tasks_per_child`), for leaky native libraries. The replacement
+    /// starts at once; no job waits for it if another worker is idle.
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.cfg.max_tasks_per_worker = Some(n.max(1));
+        self
+    }
+
+    /// Replaces a worker whose resident memory (RSS) is above `bytes` after
+    /// a job, for jobs that leak or fragment memory (Linux; read from
+    /// `/proc`). The job itself is not affected.
+    pub fn max_worker_rss(mut self, bytes: u64) -> Self {
+        self.cfg.max_worker_rss = Some(bytes);
+        self
+    }
+
+    /// Lets workers beyond [`min_workers`](Self::min_workers) exit after
+    /// being idle for `d`; they are started again on demand (costing a
+    /// process start, a few milliseconds, to the job that needs one). For
+    /// mostly idle services. Default: workers never idle out.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.cfg.idle_timeout = Some(d);
+        self
+    }
+
+    /// With [`idle_timeout`](Self::idle_timeout), how many workers stay
+    /// alive however idle the pool is (default 0). `build()` still starts
+    /// [`workers`](Self::workers) of them.
+    pub fn min_workers(mut self, n: usize) -> Self {
+        self.cfg.min_workers = n;
+        self
+    }
+
+    /// A registered task run once in every worker, before it takes jobs
+    /// (Python's `initializer`/`initargs`), for example to load a model.
+    /// Every new worker (including replacements) runs it again. If it
+    /// panics or fails, the worker is not used: `build()` fails with
+    /// [`Error::Initializer`], and a replacement that fails counts as a
+    /// start-up failure.
+    ///
+    /// # Errors
+    ///
+    /// The error is reported by [`build`](Self::build):
+    /// [`Error::NotRegistered`] if the task type is not registered,
+    /// [`Error::Serialization`] if it does not serialize.
+    pub fn initializer<T: Task>(mut self, task: T) -> Self {
+        let encoded = task::index_of::<T>().and_then(|index| {
+            let mut buf = Vec::with_capacity(64);
+            frame::begin(&mut buf);
+            protocol::put_job_header(&mut buf, 0, index);
+            encode_into::<T>(&task, buf, self.cfg.max_frame)
+        });
+        self.cfg.initializer = Some(encoded.map(|frame| config::Initializer {
+            frame,
+            type_name: std::any::type_name::<T>(),
+        }));
+        self
+    }
+
+    /// How many times in a row new workers may fail to start (before their
+    /// handshake completes, or in the initializer) before the pool stops
+    /// trying and fails queued jobs (default 5). Workers that die while
+    /// serving jobs never count.
+    pub fn max_startup_failures(mut self, n: u32) -> Self {
+        self.cfg.max_startup_failures = n.max(1);
+        self
+    }
+
     /// Starts the workers and waits until every one has completed its
     /// handshake.
     ///
@@ -354,6 +662,9 @@ impl Builder {
         crate::worker::refuse_pool_in_unguarded_worker();
         task::check()?;
         let cfg = self.cfg;
+        if let Some(Err(e)) = &cfg.initializer {
+            return Err(e.clone());
+        }
         if cfg.workers == 0 {
             return Err(Error::Config {
                 message: "a pool needs at least one worker".into(),
@@ -372,6 +683,10 @@ impl Builder {
         let (ready_tx, ready_rx) = oneshot::channel();
         let workers = cfg.workers;
         let max_frame = cfg.max_frame;
+        let max_queued = cfg.max_queued.unwrap_or(usize::MAX);
+        let queue_slots = cfg
+            .max_queued
+            .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))));
         let cfg = Arc::new(cfg);
         let thread_shared = shared.clone();
         // A long-lived thread of our own: it owns the children (Linux's
@@ -401,6 +716,8 @@ impl Builder {
                 next_id: AtomicU64::new(0),
                 max_frame,
                 workers,
+                queue_slots,
+                max_queued,
             }),
         };
         match ready_rx.await {
@@ -429,4 +746,29 @@ impl Builder {
         }
         futures::executor::block_on(self.build())
     }
+}
+
+fn encode_error<T>(e: &postcard::Error) -> Error {
+    Error::Serialization {
+        stage: SerdeStage::EncodeTask,
+        type_name: std::any::type_name::<T>().to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn finish_frame<T>(buf: &mut [u8], max: usize) -> Result<(), Error> {
+    frame::finish(buf, max).map_err(|e| Error::Protocol {
+        message: format!(
+            "the task `{}` is too large: {e}",
+            std::any::type_name::<T>()
+        ),
+    })
+}
+
+/// Serializes `task` after the frame header already in `buf` and finishes
+/// the frame.
+fn encode_into<T: Task>(task: &T, buf: Vec<u8>, max: usize) -> Result<Vec<u8>, Error> {
+    let mut buf = postcard::to_extend(task, buf).map_err(|e| encode_error::<T>(&e))?;
+    finish_frame::<T>(&mut buf, max)?;
+    Ok(buf)
 }

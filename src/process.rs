@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Config;
+use crate::config::{Config, Initializer};
 use crate::error::{Error, ExitStatus};
 use crate::frame::{AsyncFrameReader, FrameError};
 use crate::protocol::{self, FromWorker};
@@ -130,7 +130,14 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
         tail,
         stderr_task,
     };
-    let outcome = tokio::time::timeout(cfg.handshake_timeout, handshake(&mut spawned)).await;
+    let start = async {
+        handshake(&mut spawned).await?;
+        if let Some(Ok(init)) = &cfg.initializer {
+            run_initializer(&mut spawned, init).await?;
+        }
+        Ok(())
+    };
+    let outcome = tokio::time::timeout(cfg.handshake_timeout, start).await;
     let failure = match outcome {
         Ok(Ok(())) => return Ok(spawned),
         Ok(Err(e)) => e,
@@ -164,6 +171,10 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
         Handshake::Failed(message) => Error::Spawn {
             message: format!("the worker `{program}`: {message}{}", fmt_tail(&tail)),
         },
+        Handshake::Initializer { type_name, message } => Error::Initializer {
+            type_name: type_name.to_owned(),
+            message: format!("{message}{}", fmt_tail(&tail)),
+        },
     })
 }
 
@@ -192,6 +203,10 @@ fn default_program() -> Result<std::path::PathBuf, Error> {
 
 enum Handshake {
     MissingInit,
+    Initializer {
+        type_name: &'static str,
+        message: String,
+    },
     Exited,
     Protocol(String),
     Failed(String),
@@ -276,6 +291,32 @@ async fn handshake(w: &mut Spawned) -> Result<(), Handshake> {
             "expected a handshake, got {other:?}"
         ))),
         Err(e) => Err(Handshake::Protocol(format!("bad handshake: {e}"))),
+    }
+}
+
+/// Runs the pool's initializer (job 0) on a new worker and waits for it.
+async fn run_initializer(w: &mut Spawned, init: &Initializer) -> Result<(), Handshake> {
+    let fail = |message: String| Handshake::Initializer {
+        type_name: init.type_name,
+        message,
+    };
+    w.stdin
+        .write_all(&init.frame)
+        .await
+        .map_err(|e| fail(format!("sending it failed: {e}")))?;
+    let body = match w.reader.next_frame().await {
+        Ok(Some(body)) => body,
+        Ok(None) => return Err(fail("the worker exited while running it".into())),
+        Err(e) => return Err(Handshake::Protocol(e.to_string())),
+    };
+    match protocol::decode_from_worker(body) {
+        Ok(FromWorker::Done { id: 0, .. }) => Ok(()),
+        Ok(FromWorker::Panicked { id: 0, message }) => Err(fail(format!("it panicked: {message}"))),
+        Ok(FromWorker::Failed { id: 0, message, .. }) => Err(fail(message)),
+        Ok(other) => Err(Handshake::Protocol(format!(
+            "expected the initializer's result, got {other:?}"
+        ))),
+        Err(e) => Err(Handshake::Protocol(e)),
     }
 }
 

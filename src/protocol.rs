@@ -21,6 +21,7 @@ pub(crate) const MISSING_INIT_MAGIC: &[u8; 8] = b"\0PRCNOIN";
 
 const JOB: u8 = 1;
 const CANCEL: u8 = 2;
+const BATCH: u8 = 3;
 const HELLO: u8 = 0x10;
 const DONE: u8 = 0x11;
 const PANICKED: u8 = 0x12;
@@ -67,6 +68,98 @@ pub(crate) enum ToWorker<'a> {
     },
     /// Cancel job `id` if it is the one running.
     Cancel { id: u64 },
+    /// Run the task at index `task` on each of `count` length-prefixed
+    /// payloads in `items`, in order.
+    Batch {
+        id: u64,
+        task: u32,
+        count: u64,
+        items: &'a [u8],
+    },
+}
+
+/// Splits the `items` of a batch into payloads.
+pub(crate) struct BatchItems<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> BatchItems<'a> {
+    pub(crate) fn new(items: &'a [u8]) -> Self {
+        BatchItems { rest: items }
+    }
+}
+
+impl<'a> Iterator for BatchItems<'a> {
+    type Item = Result<&'a [u8], String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let item = take_varint(&mut self.rest)
+            .and_then(|len| usize::try_from(len).ok())
+            .and_then(|len| {
+                let (item, rest) = self.rest.split_at_checked(len)?;
+                self.rest = rest;
+                Some(item)
+            });
+        match item {
+            Some(item) => Some(Ok(item)),
+            None => {
+                self.rest = &[];
+                Some(Err("a batch item with a bad length".into()))
+            }
+        }
+    }
+}
+
+/// How one item of a batch ended, in a batch result.
+pub(crate) const ITEM_OK: u8 = 0;
+pub(crate) const ITEM_PANICKED: u8 = 1;
+pub(crate) const ITEM_FAILED: u8 = 2;
+
+/// Appends one batch item result: a tag, for failures the stage, then a
+/// length-prefixed body (the encoded output or the message).
+pub(crate) fn put_item_result(buf: &mut Vec<u8>, tag: u8, stage: Option<FailStage>, body: &[u8]) {
+    buf.push(tag);
+    if let Some(stage) = stage {
+        buf.push(stage.to_byte());
+    }
+    put_varint(buf, body.len() as u64);
+    buf.extend_from_slice(body);
+}
+
+/// One item of a batch result, as decoded by the host.
+pub(crate) enum ItemResult<'a> {
+    Ok(&'a [u8]),
+    Panicked(String),
+    Failed(FailStage, String),
+}
+
+/// Reads the next item result from the front of `bytes`.
+pub(crate) fn take_item_result<'a>(bytes: &mut &'a [u8]) -> Option<ItemResult<'a>> {
+    let (&tag, mut rest) = bytes.split_first()?;
+    let stage = if tag == ITEM_FAILED {
+        let (&stage, r) = rest.split_first()?;
+        rest = r;
+        Some(FailStage::from_byte(stage)?)
+    } else {
+        None
+    };
+    let len = usize::try_from(take_varint(&mut rest)?).ok()?;
+    let (body, rest) = rest.split_at_checked(len)?;
+    *bytes = rest;
+    match (tag, stage) {
+        (ITEM_OK, _) => Some(ItemResult::Ok(body)),
+        (ITEM_PANICKED, _) => Some(ItemResult::Panicked(
+            String::from_utf8_lossy(body).into_owned(),
+        )),
+        (ITEM_FAILED, Some(stage)) => Some(ItemResult::Failed(
+            stage,
+            String::from_utf8_lossy(body).into_owned(),
+        )),
+        _ => None,
+    }
 }
 
 /// A message from a worker to the host.
@@ -100,6 +193,15 @@ pub(crate) fn put_job_header(buf: &mut Vec<u8>, id: u64, task: u32) {
     buf.push(JOB);
     put_varint(buf, id);
     put_varint(buf, u64::from(task));
+}
+
+/// Writes the fields of a batch frame; the caller appends the items, each
+/// as a varint length and the payload.
+pub(crate) fn put_batch_header(buf: &mut Vec<u8>, id: u64, task: u32, count: u64) {
+    buf.push(BATCH);
+    put_varint(buf, id);
+    put_varint(buf, u64::from(task));
+    put_varint(buf, count);
 }
 
 pub(crate) fn put_cancel(buf: &mut Vec<u8>, id: u64) {
@@ -146,6 +248,19 @@ pub(crate) fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, String> {
                 id,
                 task,
                 payload: rest,
+            })
+        }
+        BATCH => {
+            let id = take_varint(&mut rest).ok_or("a batch frame with a bad id")?;
+            let task = take_varint(&mut rest)
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or("a batch frame with a bad task index")?;
+            let count = take_varint(&mut rest).ok_or("a batch frame with a bad count")?;
+            Ok(ToWorker::Batch {
+                id,
+                task,
+                count,
+                items: rest,
             })
         }
         CANCEL => {

@@ -11,13 +11,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::error::{Error, ExitStatus, SerdeStage};
 use crate::handle::{Encoded, JobId, Slot};
+use crate::options::JobOptions;
 use crate::process::{self, Link, WorkerEvent};
 use crate::protocol::{self, FailStage, FromWorker};
 use crate::stats::Shared;
@@ -29,7 +30,7 @@ pub(crate) struct JobRequest {
     /// The complete frame, ready to write.
     pub(crate) frame: Vec<u8>,
     pub(crate) slot: Arc<Slot>,
-    pub(crate) timeout: Option<Duration>,
+    pub(crate) options: JobOptions,
 }
 
 /// What the pool and the handles ask of the scheduler.
@@ -64,6 +65,8 @@ pub(crate) enum Event {
         uid: u64,
         job: JobId,
     },
+    /// Time to let idle workers beyond the minimum go.
+    IdleCheck,
 }
 
 struct Job {
@@ -88,6 +91,8 @@ struct Worker {
     link: Link,
     state: WorkerState,
     current: Option<JobId>,
+    jobs_run: u64,
+    idle_since: Instant,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -161,6 +166,9 @@ pub(crate) async fn run(
     for w in started {
         s.add_worker(w);
     }
+    if let Some(timeout) = cfg.idle_timeout {
+        s.timer(timeout.max(Duration::from_millis(10)), Event::IdleCheck);
+    }
     if ready.send(Ok(())).is_err() {
         // Nobody awaits the pool any more.
         s.stop_all(Error::Shutdown);
@@ -195,6 +203,7 @@ pub(crate) async fn run(
             s.on_event(ev);
         }
         s.dispatch();
+        s.retire_idle();
         s.publish();
     }
     for w in s.waiters.drain(..) {
@@ -203,6 +212,16 @@ pub(crate) async fn run(
 }
 
 impl Scheduler {
+    /// Jobs waiting for a worker (the queue may also hold ids of jobs
+    /// cancelled since).
+    fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    fn has_queued(&self) -> bool {
+        self.queued() > 0
+    }
+
     fn finished(&self) -> bool {
         self.mode != Mode::Running
             && self.workers.is_empty()
@@ -225,6 +244,8 @@ impl Scheduler {
                 link,
                 state: WorkerState::Idle,
                 current: None,
+                jobs_run: 0,
+                idle_since: Instant::now(),
             },
         );
         self.idle.push(uid);
@@ -269,10 +290,13 @@ impl Scheduler {
                 task: req.task,
                 frame: Some(req.frame),
                 slot: req.slot,
-                timeout: req.timeout.or(self.cfg.job_timeout),
+                timeout: req.options.timeout.or(self.cfg.job_timeout),
                 worker: None,
             },
         );
+        if self.cfg.idle_timeout.is_some() {
+            self.replenish();
+        }
     }
 
     fn on_cancel(&mut self, id: JobId) {
@@ -325,7 +349,7 @@ impl Scheduler {
                         } else {
                             self.add_worker(w);
                             self.shared.respawns.fetch_add(1, Ordering::Relaxed);
-                            if self.mode == Mode::Draining && self.queue.is_empty() {
+                            if self.mode == Mode::Draining && !self.has_queued() {
                                 self.retire_idle();
                             }
                         }
@@ -349,6 +373,7 @@ impl Scheduler {
                     self.kill_worker(uid);
                 }
             }
+            Event::IdleCheck => self.on_idle_check(),
             Event::GraceOver { uid, job } => {
                 if self.workers.get(&uid).and_then(|w| w.current) == Some(job) {
                     self.kill_worker(uid);
@@ -397,15 +422,29 @@ impl Scheduler {
             return;
         }
         w.current = None;
+        w.jobs_run += 1;
+        let recycle =
+            self.cfg
+                .max_tasks_per_worker
+                .is_some_and(|n| w.jobs_run >= n)
+                || self.cfg.max_worker_rss.is_some_and(|limit| {
+                    crate::sys::rss_bytes(w.pid).is_some_and(|rss| rss > limit)
+                });
         if w.state == WorkerState::Busy {
             w.state = WorkerState::Idle;
+            w.idle_since = Instant::now();
             self.idle.push(uid);
         }
         self.shared.running.fetch_sub(1, Ordering::Relaxed);
+        if recycle {
+            self.retire(uid);
+            self.shared.recycled.fetch_add(1, Ordering::Relaxed);
+            self.replenish();
+        }
         if let Some(job) = self.jobs.remove(&id) {
             self.shared.resolve(&job.slot, result);
         }
-        if self.mode == Mode::Draining && self.queue.is_empty() {
+        if self.mode == Mode::Draining && !self.has_queued() {
             self.retire_idle();
         }
     }
@@ -435,20 +474,35 @@ impl Scheduler {
         self.replenish();
     }
 
-    /// Starts workers until the pool has its configured size again.
+    /// How many workers the pool wants now: all of them, or with an idle
+    /// timeout, enough for the work at hand but at least the minimum.
+    fn desired_workers(&self) -> usize {
+        match self.cfg.idle_timeout {
+            None => self.cfg.workers,
+            Some(_) => {
+                let busy = self.shared.running.load(Ordering::Relaxed) + self.queued();
+                busy.max(self.cfg.min_workers).min(self.cfg.workers)
+            }
+        }
+    }
+
+    fn live_workers(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.state != WorkerState::Leaving)
+            .count()
+    }
+
+    /// Starts workers until the pool has the size it wants again.
     fn replenish(&mut self) {
         if self.mode == Mode::Stopping || self.broken.is_some() {
             return;
         }
-        if self.mode == Mode::Draining && self.queue.is_empty() {
+        if self.mode == Mode::Draining && !self.has_queued() {
             return;
         }
-        let live = self
-            .workers
-            .values()
-            .filter(|w| w.state != WorkerState::Leaving)
-            .count();
-        let missing = self.cfg.workers.saturating_sub(live + self.spawning);
+        let live = self.live_workers();
+        let missing = self.desired_workers().saturating_sub(live + self.spawning);
         for _ in 0..missing {
             self.spawning += 1;
             let cfg = self.cfg.clone();
@@ -528,6 +582,7 @@ impl Scheduler {
             w.state = WorkerState::Busy;
             w.current = Some(id);
             job.worker = Some(uid);
+            job.slot.release_queue_place();
             self.shared.running.fetch_add(1, Ordering::Relaxed);
             if let Some(timeout) = job.timeout {
                 self.timer(
@@ -544,7 +599,7 @@ impl Scheduler {
 
     /// Closes the input of idle workers so they exit (graceful shutdown).
     fn retire_idle(&mut self) {
-        if self.mode != Mode::Draining || !self.queue.is_empty() {
+        if self.mode != Mode::Draining || self.has_queued() {
             return;
         }
         for uid in std::mem::take(&mut self.idle) {
@@ -553,6 +608,46 @@ impl Scheduler {
                 w.link.frames = None;
             }
         }
+    }
+
+    /// Closes a worker's input so it exits; used to recycle it.
+    fn retire(&mut self, uid: u64) {
+        if let Some(w) = self.workers.get_mut(&uid) {
+            if w.current.is_none() {
+                w.state = WorkerState::Leaving;
+                w.link.frames = None;
+            }
+        }
+        self.idle.retain(|&u| u != uid);
+    }
+
+    /// Lets workers beyond the minimum go once they have idled long enough.
+    fn on_idle_check(&mut self) {
+        let Some(timeout) = self.cfg.idle_timeout else {
+            return;
+        };
+        if self.mode == Mode::Running {
+            let mut live = self.live_workers();
+            let expired: Vec<u64> = self
+                .idle
+                .iter()
+                .copied()
+                .filter(|uid| {
+                    self.workers
+                        .get(uid)
+                        .is_some_and(|w| w.idle_since.elapsed() >= timeout)
+                })
+                .collect();
+            for uid in expired {
+                if live <= self.cfg.min_workers {
+                    break;
+                }
+                self.retire(uid);
+                live -= 1;
+            }
+        }
+        let tick = (timeout / 4).max(Duration::from_millis(10));
+        self.timer(tick, Event::IdleCheck);
     }
 
     fn kill_worker(&mut self, uid: u64) {

@@ -16,6 +16,7 @@ pub(crate) struct Shared {
     pub(crate) cancelled: AtomicU64,
     pub(crate) workers_alive: AtomicUsize,
     pub(crate) respawns: AtomicU64,
+    pub(crate) recycled: AtomicU64,
     pids: Mutex<Vec<u32>>,
 }
 
@@ -30,6 +31,7 @@ impl Default for Shared {
             cancelled: AtomicU64::new(0),
             workers_alive: AtomicUsize::new(0),
             respawns: AtomicU64::new(0),
+            recycled: AtomicU64::new(0),
             pids: Mutex::new(Vec::new()),
         }
     }
@@ -71,6 +73,7 @@ impl Shared {
             cancelled: self.cancelled.load(Ordering::Relaxed),
             workers_alive: self.workers_alive.load(Ordering::Relaxed),
             respawns: self.respawns.load(Ordering::Relaxed),
+            recycled: self.recycled.load(Ordering::Relaxed),
         }
     }
 }
@@ -96,6 +99,9 @@ pub struct PoolStats {
     pub cancelled: u64,
     /// Worker processes alive.
     pub workers_alive: usize,
-    /// Workers started to replace one that died, was killed or recycled.
+    /// Workers started after `build()`: replacements for workers that
+    /// died, were killed, were recycled or idled out.
     pub respawns: u64,
+    /// Workers retired by `max_tasks_per_worker` or `max_worker_rss`.
+    pub recycled: u64,
 }

@@ -121,3 +121,12 @@ pub(crate) fn set_pipe_size(fd: RawFd, size: usize) {
     #[cfg(not(target_os = "linux"))]
     let _ = (fd, size);
 }
+
+/// Resident set size of a process in bytes, read from `/proc` (Linux).
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).unwrap_or(4096))
+}

@@ -165,23 +165,37 @@ fn serve(max_frame: usize) -> i32 {
     }
 
     let mut out = Vec::with_capacity(4096);
+    let mut scratch = Vec::new();
     for body in jobs_rx {
-        let Ok(ToWorker::Job { id, task, payload }) = protocol::decode_to_worker(&body) else {
-            continue;
+        let id = match protocol::decode_to_worker(&body) {
+            Ok(ToWorker::Job { id, task, payload }) => {
+                CURRENT_JOB.store(id, Ordering::Release);
+                frame::begin(&mut out);
+                protocol::put_done_header(&mut out, id);
+                if let Err(failure) = run_registered(task, payload, &mut out) {
+                    frame::begin(&mut out);
+                    match failure {
+                        RunFailure::Panicked(msg) => protocol::put_panicked(&mut out, id, &msg),
+                        RunFailure::Failed(stage, msg) => {
+                            protocol::put_failed(&mut out, id, stage, &msg)
+                        }
+                    }
+                }
+                id
+            }
+            Ok(ToWorker::Batch {
+                id, task, items, ..
+            }) => {
+                CURRENT_JOB.store(id, Ordering::Release);
+                frame::begin(&mut out);
+                protocol::put_done_header(&mut out, id);
+                run_batch(task, items, &mut out, &mut scratch);
+                id
+            }
+            _ => continue,
         };
-        CURRENT_JOB.store(id, Ordering::Release);
-        frame::begin(&mut out);
-        protocol::put_done_header(&mut out, id);
-        let result = run_registered(task, payload, &mut out);
         CURRENT_JOB.store(0, Ordering::Release);
         drop(body);
-        if let Err(failure) = result {
-            frame::begin(&mut out);
-            match failure {
-                RunFailure::Panicked(msg) => protocol::put_panicked(&mut out, id, &msg),
-                RunFailure::Failed(stage, msg) => protocol::put_failed(&mut out, id, stage, &msg),
-            }
-        }
         if let Err(e) = frame::finish(&mut out, max_frame) {
             frame::begin(&mut out);
             protocol::put_failed(&mut out, id, FailStage::EncodeOutput, &e.to_string());
@@ -200,12 +214,47 @@ fn serve(max_frame: usize) -> i32 {
     0
 }
 
+/// Runs every item of a batch, appending one item result per item. A
+/// cancel stops the batch between items (the host discards the result).
+fn run_batch(task: u32, items: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+    for item in protocol::BatchItems::new(items) {
+        if cancelled() {
+            break;
+        }
+        scratch.clear();
+        let (tag, stage, body): (u8, Option<FailStage>, &[u8]) = match item {
+            Err(msg) => {
+                scratch.extend_from_slice(msg.as_bytes());
+                (
+                    protocol::ITEM_FAILED,
+                    Some(FailStage::DecodeTask),
+                    &scratch[..],
+                )
+            }
+            Ok(payload) => match run_registered(task, payload, scratch) {
+                Ok(()) => (protocol::ITEM_OK, None, &scratch[..]),
+                Err(RunFailure::Panicked(msg)) => {
+                    scratch.clear();
+                    scratch.extend_from_slice(msg.as_bytes());
+                    (protocol::ITEM_PANICKED, None, &scratch[..])
+                }
+                Err(RunFailure::Failed(stage, msg)) => {
+                    scratch.clear();
+                    scratch.extend_from_slice(msg.as_bytes());
+                    (protocol::ITEM_FAILED, Some(stage), &scratch[..])
+                }
+            },
+        };
+        protocol::put_item_result(out, tag, stage, body);
+    }
+}
+
 fn read_loop(input: std::fs::File, max_frame: usize, jobs: mpsc::Sender<Vec<u8>>) {
     let mut reader = SyncFrameReader::new(input, max_frame);
     loop {
         match reader.next_frame() {
             Ok(Some(body)) => match protocol::decode_to_worker(&body) {
-                Ok(ToWorker::Job { .. }) => {
+                Ok(ToWorker::Job { .. } | ToWorker::Batch { .. }) => {
                     if jobs.send(body).is_err() {
                         sys::exit_now(EXIT_IO);
                     }

@@ -31,7 +31,7 @@ async fn a_panic_fails_the_job_with_its_message_and_the_worker_keeps_serving() {
         "the worker was replaced"
     );
     assert_eq!(pool.stats().respawns, 0);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 async fn death_fails_only_its_job(death: Death, expect: fn(&ExitStatus) -> bool) {
@@ -75,7 +75,7 @@ async fn death_fails_only_its_job(death: Death, expect: fn(&ExitStatus) -> bool)
     }
     assert_eq!(seen.len(), 2, "both workers should serve jobs");
     assert!(pool.stats().respawns >= 1);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -119,7 +119,7 @@ async fn a_worker_killed_from_outside_fails_only_its_job() {
     }
     let new_pid = bounded("a job", pool.submit(Pid)).await.unwrap();
     assert_ne!(new_pid, pid);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -136,5 +136,5 @@ async fn an_idle_worker_that_dies_is_replaced_quietly() {
     .await;
     assert_eq!(bounded("a job", pool.submit(Square(4))).await.unwrap(), 16);
     assert_eq!(pool.stats().failed, 0);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }

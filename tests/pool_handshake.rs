@@ -111,5 +111,5 @@ async fn worker_arguments_environment_and_directory_are_passed() {
         bounded("a job", pool.submit(Cwd)).await.unwrap(),
         dir.canonicalize().unwrap().display().to_string()
     );
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }

@@ -52,7 +52,7 @@ async fn a_pool_outlives_the_runtime_that_built_it() {
     .unwrap();
     // That runtime is gone; the pool still serves.
     assert_eq!(bounded("a job", pool.submit(Square(9))).await.unwrap(), 81);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[test]

@@ -12,7 +12,7 @@ async fn submit_returns_a_handle_that_resolves_to_the_output() {
     let pool = pool(2).await;
     let handle: JobHandle<u64> = pool.submit(Square(12));
     assert_eq!(bounded("a job", handle).await.unwrap(), 144);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -26,7 +26,7 @@ async fn many_jobs_all_resolve_correctly() {
     let stats = pool.stats();
     assert_eq!(stats.completed, 2000);
     assert_eq!(stats.failed, 0);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -43,7 +43,7 @@ async fn workers_are_re_executions_of_the_host_binary() {
     );
     assert_eq!(id.marker_env, None, "init() must remove the worker marker");
     assert!(pool.worker_pids().contains(&id.pid));
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -53,7 +53,7 @@ async fn default_worker_count_is_available_parallelism() {
     assert_eq!(pool.workers(), n);
     eventually("all workers up", || pool.worker_pids().len() == n).await;
     assert_eq!(pool.stats().workers_alive, n);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn an_unregistered_task_fails_at_once_without_a_worker() {
     let msg = pool.submit(Unregistered).await.unwrap_err().to_string();
     assert!(msg.contains("procpool::register!"), "{msg}");
     assert_eq!(pool.stats().completed, 0);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -130,7 +130,7 @@ async fn serialization_failures_fail_only_that_job_with_their_stage() {
     // None of these is the worker's fault: it was not replaced.
     assert_eq!(bounded("a job", pool.submit(Pid)).await.unwrap(), pid);
     assert_eq!(pool.stats().respawns, 0);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -146,7 +146,7 @@ async fn task_output_on_stdout_never_corrupts_the_channel() {
     // worker.
     assert_eq!(pool.stats().respawns, 0);
     assert_eq!(pool.stats().failed, 0);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -157,7 +157,7 @@ async fn large_payloads_round_trip() {
         .await
         .unwrap();
     assert_eq!(back, data);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -191,7 +191,7 @@ async fn an_oversized_result_frame_is_a_protocol_error_and_the_worker_is_replace
     assert!(e.to_string().contains("maximum frame size"), "{e}");
     assert_eq!(bounded("a job", pool.submit(Square(3))).await.unwrap(), 9);
     assert_eq!(pool.worker_pids(), before);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }
 
 #[tokio::test]
@@ -213,5 +213,5 @@ async fn a_clone_of_the_pool_shares_it() {
     drop(clone);
     assert_eq!(bounded("a job", pool.submit(Square(6))).await.unwrap(), 36);
     assert_eq!(pool.stats().completed, 2);
-    pool.shutdown().await;
+    bounded("shutdown", pool.shutdown()).await;
 }

@@ -355,3 +355,125 @@ impl Task for Cwd {
     }
 }
 procpool::register!(Cwd);
+
+/// Runs until cancelled (polling `procpool::cancelled()`), or for at most
+/// the given milliseconds. Returns whether it saw the cancel.
+#[derive(Serialize, Deserialize)]
+pub struct Cooperative(pub u64);
+impl Task for Cooperative {
+    type Output = bool;
+    fn run(self) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(self.0) {
+            if procpool::cancelled() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+}
+procpool::register!(Cooperative);
+
+/// Starts `sleep 300` as a child, writes the child's pid to the file, then
+/// sleeps for a minute: killing the worker must kill the child too.
+#[derive(Serialize, Deserialize)]
+pub struct SpawnGrandchild(pub String);
+impl Task for SpawnGrandchild {
+    type Output = ();
+    fn run(self) {
+        let mut child = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .expect("sleep should start");
+        std::fs::write(&self.0, child.id().to_string()).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+procpool::register!(SpawnGrandchild);
+
+/// Appends a line to a file (to see that a detached job ran).
+#[derive(Serialize, Deserialize)]
+pub struct Touch(pub String);
+impl Task for Touch {
+    type Output = ();
+    fn run(self) {
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::write(&self.0, "done").unwrap();
+    }
+}
+procpool::register!(Touch);
+
+/// Allocates, touches and leaks `n` MiB, growing the worker's RSS.
+#[derive(Serialize, Deserialize)]
+pub struct Leak(pub usize);
+impl Task for Leak {
+    type Output = ();
+    fn run(self) {
+        let v = vec![1u8; self.0 << 20];
+        std::hint::black_box(&v);
+        std::mem::forget(v);
+    }
+}
+procpool::register!(Leak);
+
+/// An initializer: stores a value in the worker; `ReadInit` reads it.
+/// Panics instead if the file named by `fail_if_exists` exists.
+#[derive(Serialize, Deserialize)]
+pub struct Init {
+    pub value: u64,
+    pub fail_if_exists: Option<String>,
+}
+pub static INIT_VALUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+impl Task for Init {
+    type Output = ();
+    fn run(self) {
+        if let Some(path) = &self.fail_if_exists {
+            if std::path::Path::new(path).exists() {
+                panic!("initializer told to fail by {path}");
+            }
+        }
+        INIT_VALUE.store(self.value, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+procpool::register!(Init);
+
+#[derive(Serialize, Deserialize)]
+pub struct ReadInit;
+impl Task for ReadInit {
+    type Output = u64;
+    fn run(self) -> u64 {
+        INIT_VALUE.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+procpool::register!(ReadInit);
+
+/// Panics if the number is `bad`, otherwise squares it.
+#[derive(Serialize, Deserialize)]
+pub struct SquareUnless {
+    pub n: u64,
+    pub bad: u64,
+}
+impl Task for SquareUnless {
+    type Output = u64;
+    fn run(self) -> u64 {
+        assert_ne!(self.n, self.bad, "refusing {}", self.n);
+        self.n * self.n
+    }
+}
+procpool::register!(SquareUnless);
+
+/// A unique temporary path for a test.
+pub fn temp_path(name: &str) -> String {
+    let p = std::env::temp_dir().join(format!(
+        "procpool-test-{}-{}-{name}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    p.display().to_string()
+}
