@@ -65,6 +65,67 @@
 //! - A binary that forgot [`init()`] fails `build()` with
 //!   [`Error::MissingInit`] instead of spawning itself recursively.
 //!
+//! # Cancellation and timeouts
+//!
+//! Every way a tokio program stops waiting for a job also stops the work:
+//!
+//! - [`JobHandle::cancel`], dropping a [`JobHandle`] (which is what
+//!   `tokio::time::timeout(d, handle)` and a losing `select!` branch do),
+//!   dropping an [`AsCompleted`], [`JobSet`] or [`MapStream`], and
+//!   [`JobSet::abort_all`].
+//! - A job still in the queue is removed and never runs.
+//! - A running job is asked to stop: [`cancelled()`] turns true inside the
+//!   task, which may return early. If it has not finished after the
+//!   [cancel grace period](Builder::cancel_grace) (200 ms by default), its
+//!   worker is killed with its whole process group (so processes the task
+//!   started die too) and a replacement is started.
+//! - The handle resolves to [`Error::Cancelled`] as soon as the cancel
+//!   takes effect; it does not wait for the worker.
+//! - `cancel()` returns `false` if the result had already arrived; the
+//!   result is then kept. A cancel never affects any other job, even when
+//!   it races with the job finishing and the worker starting the next one
+//!   (cancels name the job, not the worker).
+//!
+//! Timeouts ([`Builder::job_timeout`], [`JobOptions::timeout`]) count from
+//! when the job starts running on a worker, not while it waits in the
+//! queue. A job that runs longer resolves to [`Error::TimedOut`] and its
+//! worker is killed at once and replaced, so the CPU is really freed. To
+//! bound the total wait including the queue, wrap the handle in
+//! `tokio::time::timeout`.
+//!
+//! [`JobHandle::detach`] does the opposite: the job runs to completion and
+//! its result is discarded.
+//!
+//! # Backpressure
+//!
+//! The queue is unbounded by default. With [`Builder::max_queued`]:
+//! [`submit`](ProcessPoolExecutor::submit) resolves the handle with
+//! [`Error::Overloaded`] when the queue is full,
+//! [`try_submit`](ProcessPoolExecutor::try_submit) returns that error (for
+//! load shedding), and [`submit_wait`](ProcessPoolExecutor::submit_wait) waits
+//! for room. A job gives its place back as soon as it starts or is
+//! cancelled. [`map`](ProcessPoolExecutor::map) keeps a bounded number of
+//! jobs in flight by itself.
+//!
+//! # Cancel safety
+//!
+//! | future | if dropped before it completes |
+//! |---|---|
+//! | `JobHandle` (owned) | the job is cancelled |
+//! | `&mut JobHandle` | nothing is lost; await the handle again |
+//! | [`JobSet::join_next`] | nothing is lost; the job stays in the set |
+//! | [`ProcessPoolExecutor::submit_wait`] | the job was not submitted |
+//! | [`ProcessPoolExecutor::shutdown`] / `shutdown_now` | the shutdown goes on |
+//! | [`Builder::build`] | the workers started so far are stopped |
+//!
+//! # Guarantees
+//!
+//! - Every submitted job resolves exactly once: with its output or with an
+//!   [`Error`] that says what happened.
+//! - A job runs at most once: a job whose worker died is not run again.
+//! - Jobs start in submission order, each on the first idle worker; a job
+//!   never waits behind another while a worker is idle.
+//!
 //! # Implementation
 //!
 //! Each pool has one thread of its own (named `procpool`) running a

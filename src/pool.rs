@@ -564,8 +564,8 @@ impl Builder {
     }
 
     /// Bounds the queue of jobs waiting for a worker (default: unbounded,
-    /// like Python's executor). When it is full, [`submit`]
-    /// (ProcessPoolExecutor::submit) resolves the handle with
+    /// like Python's executor). When it is full,
+    /// [`submit`](ProcessPoolExecutor::submit) resolves the handle with
     /// [`Error::Overloaded`], [`try_submit`](ProcessPoolExecutor::try_submit)
     /// returns that error, and [`submit_wait`](ProcessPoolExecutor::submit_wait)
     /// waits for room. Running jobs do not count.

@@ -215,3 +215,43 @@ async fn a_clone_of_the_pool_shares_it() {
     assert_eq!(pool.stats().completed, 2);
     bounded("shutdown", pool.shutdown()).await;
 }
+
+#[tokio::test]
+async fn jobs_start_in_submission_order() {
+    let pool = pool(1).await;
+    let handles: Vec<_> = (0..200).map(|_| pool.submit(Ticket)).collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(bounded("a job", h).await.unwrap(), i as u64);
+    }
+    bounded("shutdown", pool.shutdown()).await;
+}
+
+#[tokio::test]
+async fn no_job_waits_behind_a_busy_worker_while_another_is_idle() {
+    let pool = pool(2).await;
+    let long = pool.submit(Sleep(3000));
+    eventually("the long job to start", || pool.stats().running == 1).await;
+    let mut short_pids = std::collections::HashSet::new();
+    for _ in 0..10 {
+        short_pids.insert(
+            bounded("a short job", pool.submit(Sleep(10)))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        !long.is_finished(),
+        "the short jobs took longer than the long one"
+    );
+    let long_pid = bounded("the long job", long).await.unwrap();
+    assert_eq!(
+        short_pids.len(),
+        1,
+        "the short jobs should all use the idle worker"
+    );
+    assert!(
+        !short_pids.contains(&long_pid),
+        "a short job waited behind the long one"
+    );
+    bounded("shutdown", pool.shutdown()).await;
+}

@@ -477,3 +477,15 @@ pub fn temp_path(name: &str) -> String {
     ));
     p.display().to_string()
 }
+
+/// Returns how many `Ticket` jobs this worker ran before this one.
+#[derive(Serialize, Deserialize)]
+pub struct Ticket;
+pub static TICKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+impl Task for Ticket {
+    type Output = u64;
+    fn run(self) -> u64 {
+        TICKETS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+procpool::register!(Ticket);
