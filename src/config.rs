@@ -33,6 +33,7 @@ pub(crate) struct Config {
     pub(crate) max_queued: Option<usize>,
     pub(crate) max_tasks_per_worker: Option<u64>,
     pub(crate) max_worker_rss: Option<u64>,
+    pub(crate) worker_memory_limit: Option<u64>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) min_workers: usize,
     pub(crate) initializer: Option<Result<Initializer, crate::Error>>,

@@ -117,6 +117,20 @@ pub enum Error {
         timeout: Duration,
     },
 
+    /// The worker running the job used more memory than
+    /// [`Builder::worker_memory_limit`](crate::Builder::worker_memory_limit)
+    /// allows; it was killed and replaced.
+    #[error(
+        "the job's worker used {rss} bytes of memory, over the pool's limit of {limit} bytes, \
+         and was stopped"
+    )]
+    MemoryLimit {
+        /// The configured limit in bytes.
+        limit: u64,
+        /// The resident memory seen, in bytes.
+        rss: u64,
+    },
+
     /// The pool was shut down before the job could run (or finish).
     #[error("the process pool is shut down; jobs can no longer be submitted or completed")]
     Shutdown,

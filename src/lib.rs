@@ -156,6 +156,8 @@
 mod config;
 mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 mod handle;
 mod options;
 mod pool;
@@ -180,6 +182,7 @@ pub use worker::{cancelled, init};
 /// Support items for the macros; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::fuzz;
     pub use crate::task::{TASKS, TaskEntry};
     pub use ctor;
     pub use linkme;

@@ -14,6 +14,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct JobOptions {
     pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
 }
 
 impl JobOptions {
@@ -31,6 +32,17 @@ impl JobOptions {
     /// and replaced.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs the job again, up to `n` more times, if its worker dies while
+    /// running it ([`Error::WorkerDied`](crate::Error::WorkerDied)); only
+    /// the last death is reported. Default 0: a job runs at most once.
+    /// Only for jobs that are safe to run more than once (idempotent). A
+    /// panic, a timeout, a cancel or a serialization error is never
+    /// retried. The encoded task is kept until the job finishes.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
         self
     }
 }

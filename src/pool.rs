@@ -447,6 +447,7 @@ impl Default for Builder {
                 max_queued: None,
                 max_tasks_per_worker: None,
                 max_worker_rss: None,
+                worker_memory_limit: None,
                 idle_timeout: None,
                 min_workers: 0,
                 initializer: None,
@@ -587,6 +588,18 @@ impl Builder {
     /// `/proc`). The job itself is not affected.
     pub fn max_worker_rss(mut self, bytes: u64) -> Self {
         self.cfg.max_worker_rss = Some(bytes);
+        self
+    }
+
+    /// Limits each worker's resident memory (RSS) while it runs a job: a
+    /// worker above `bytes` is killed and replaced, and its job fails with
+    /// [`Error::MemoryLimit`]. The host polls `/proc` every 20 ms (Linux),
+    /// so a job that allocates very fast can overshoot briefly; this guards
+    /// against runaway jobs, it is not a hard cap (use cgroups for that).
+    /// Unlike `RLIMIT_AS`, it does not break allocators that reserve large
+    /// address ranges, and the job fails with an error that says why.
+    pub fn worker_memory_limit(mut self, bytes: u64) -> Self {
+        self.cfg.worker_memory_limit = Some(bytes);
         self
     }
 

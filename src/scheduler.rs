@@ -67,6 +67,8 @@ pub(crate) enum Event {
     },
     /// Time to let idle workers beyond the minimum go.
     IdleCheck,
+    /// Time to compare busy workers' memory with the limit.
+    MemoryCheck,
 }
 
 struct Job {
@@ -76,6 +78,8 @@ struct Job {
     timeout: Option<Duration>,
     /// The worker running it, once dispatched.
     worker: Option<u64>,
+    /// How many more times it may run if its worker dies.
+    retries_left: u32,
 }
 
 #[derive(PartialEq, Eq)]
@@ -165,6 +169,9 @@ pub(crate) async fn run(
     }
     for w in started {
         s.add_worker(w);
+    }
+    if cfg.worker_memory_limit.is_some() {
+        s.timer(MEMORY_POLL, Event::MemoryCheck);
     }
     if let Some(timeout) = cfg.idle_timeout {
         s.timer(timeout.max(Duration::from_millis(10)), Event::IdleCheck);
@@ -292,6 +299,7 @@ impl Scheduler {
                 slot: req.slot,
                 timeout: req.options.timeout.or(self.cfg.job_timeout),
                 worker: None,
+                retries_left: req.options.retries,
             },
         );
         if self.cfg.idle_timeout.is_some() {
@@ -374,6 +382,7 @@ impl Scheduler {
                 }
             }
             Event::IdleCheck => self.on_idle_check(),
+            Event::MemoryCheck => self.on_memory_check(),
             Event::GraceOver { uid, job } => {
                 if self.workers.get(&uid).and_then(|w| w.current) == Some(job) {
                     self.kill_worker(uid);
@@ -458,7 +467,21 @@ impl Scheduler {
         self.shared.set_pids(self.workers.values().map(|w| w.pid));
         if let Some(id) = w.current {
             self.shared.running.fetch_sub(1, Ordering::Relaxed);
-            if let Some(job) = self.jobs.remove(&id) {
+            let retry = error.is_none()
+                && self.mode != Mode::Stopping
+                && self.jobs.get(&id).is_some_and(|j| {
+                    j.retries_left > 0 && j.slot.is_pending() && j.frame.is_some()
+                });
+            if retry {
+                // At-most-once is relaxed only where the caller asked.
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.retries_left -= 1;
+                    job.worker = None;
+                }
+                self.queue.push_front(id);
+                self.shared.queued.fetch_add(1, Ordering::Relaxed);
+                self.shared.retried.fetch_add(1, Ordering::Relaxed);
+            } else if let Some(job) = self.jobs.remove(&id) {
                 let err = match error {
                     Some(message) => Error::Protocol { message },
                     None if self.mode == Mode::Stopping => Error::Shutdown,
@@ -570,7 +593,12 @@ impl Scheduler {
                 self.shared.queued.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let frame = job.frame.take().unwrap_or_default();
+            // Keep a copy only if the job may have to run again.
+            let frame = if job.retries_left > 0 {
+                job.frame.clone().unwrap_or_default()
+            } else {
+                job.frame.take().unwrap_or_default()
+            };
             let sent = w.link.frames.as_ref().map(|f| f.send(frame));
             if !matches!(sent, Some(Ok(()))) {
                 // The worker is going away; it will be replaced.
@@ -619,6 +647,33 @@ impl Scheduler {
             }
         }
         self.idle.retain(|&u| u != uid);
+    }
+
+    /// Kills busy workers over the memory limit, failing their jobs.
+    fn on_memory_check(&mut self) {
+        let Some(limit) = self.cfg.worker_memory_limit else {
+            return;
+        };
+        let over: Vec<(u64, JobId, u64)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.state == WorkerState::Busy)
+            .filter_map(|(&uid, w)| {
+                let rss = crate::sys::rss_bytes(w.pid)?;
+                Some((uid, w.current?, rss)).filter(|_| rss > limit)
+            })
+            .collect();
+        for (uid, id, rss) in over {
+            if let Some(job) = self.jobs.get(&id) {
+                let slot = job.slot.clone();
+                self.shared
+                    .resolve(&slot, Err(Error::MemoryLimit { limit, rss }));
+            }
+            self.kill_worker(uid);
+        }
+        if self.mode != Mode::Stopping {
+            self.timer(MEMORY_POLL, Event::MemoryCheck);
+        }
     }
 
     /// Lets workers beyond the minimum go once they have idled long enough.
@@ -715,6 +770,9 @@ impl Scheduler {
         }
     }
 }
+
+/// How often busy workers' memory is compared with the limit.
+const MEMORY_POLL: Duration = Duration::from_millis(20);
 
 fn backoff(failures: u32) -> Duration {
     if failures == 0 {

@@ -17,6 +17,7 @@ pub(crate) struct Shared {
     pub(crate) workers_alive: AtomicUsize,
     pub(crate) respawns: AtomicU64,
     pub(crate) recycled: AtomicU64,
+    pub(crate) retried: AtomicU64,
     pids: Mutex<Vec<u32>>,
 }
 
@@ -32,6 +33,7 @@ impl Default for Shared {
             workers_alive: AtomicUsize::new(0),
             respawns: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
             pids: Mutex::new(Vec::new()),
         }
     }
@@ -74,6 +76,7 @@ impl Shared {
             workers_alive: self.workers_alive.load(Ordering::Relaxed),
             respawns: self.respawns.load(Ordering::Relaxed),
             recycled: self.recycled.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
         }
     }
 }
@@ -104,4 +107,7 @@ pub struct PoolStats {
     pub respawns: u64,
     /// Workers retired by `max_tasks_per_worker` or `max_worker_rss`.
     pub recycled: u64,
+    /// Jobs run again after their worker died ([`JobOptions::retries`]
+    /// (crate::JobOptions::retries)).
+    pub retried: u64,
 }

@@ -489,3 +489,35 @@ impl Task for Ticket {
     }
 }
 procpool::register!(Ticket);
+
+/// Allocates and touches `mb` MiB, then holds it for `hold_ms`.
+#[derive(Serialize, Deserialize)]
+pub struct Hog {
+    pub mb: usize,
+    pub hold_ms: u64,
+}
+impl Task for Hog {
+    type Output = ();
+    fn run(self) {
+        let v = vec![1u8; self.mb << 20];
+        std::hint::black_box(&v);
+        std::thread::sleep(Duration::from_millis(self.hold_ms));
+    }
+}
+procpool::register!(Hog);
+
+/// Aborts the first time (when the flag file does not exist yet), then
+/// returns 7.
+#[derive(Serialize, Deserialize)]
+pub struct DieOnce(pub String);
+impl Task for DieOnce {
+    type Output = u64;
+    fn run(self) -> u64 {
+        if !std::path::Path::new(&self.0).exists() {
+            std::fs::write(&self.0, "died").unwrap();
+            std::process::abort();
+        }
+        7
+    }
+}
+procpool::register!(DieOnce);

@@ -1,0 +1,79 @@
+//! Entry points for fuzzing and property-testing the decoders. Not a public
+//! API: exposed (hidden) so `tests/` and `fuzz/` can drive the real code.
+
+use crate::error::Error;
+use crate::frame::SyncFrameReader;
+use crate::protocol::{self, FromWorker, ToWorker};
+
+fn protocol_error(message: String) -> Error {
+    Error::Protocol { message }
+}
+
+/// Splits `bytes` into frames as the host reads a worker's output, and
+/// decodes each message (and each item of a batch result). Returns how
+/// many messages decoded, or the first error, always `Error::Protocol`.
+pub fn host_decode(bytes: &[u8], max_frame: usize) -> Result<usize, Error> {
+    let mut reader = SyncFrameReader::new(bytes, max_frame);
+    let mut n = 0;
+    while let Some(body) = reader
+        .next_frame()
+        .map_err(|e| protocol_error(e.to_string()))?
+    {
+        match protocol::decode_from_worker(body).map_err(protocol_error)? {
+            FromWorker::Done { body, offset, .. } => {
+                let mut rest = body.get(offset..).unwrap_or_default();
+                while !rest.is_empty() {
+                    if protocol::take_item_result(&mut rest).is_none() {
+                        break;
+                    }
+                }
+            }
+            FromWorker::Hello { .. } | FromWorker::Panicked { .. } | FromWorker::Failed { .. } => {}
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Splits `bytes` into frames as a worker reads the host's input, and
+/// decodes each message (and each item of a batch). Returns how many
+/// messages decoded, or the first error, always `Error::Protocol`.
+pub fn worker_decode(bytes: &[u8], max_frame: usize) -> Result<usize, Error> {
+    let mut reader = SyncFrameReader::new(bytes, max_frame);
+    let mut n = 0;
+    while let Some(body) = reader
+        .next_frame()
+        .map_err(|e| protocol_error(e.to_string()))?
+    {
+        match protocol::decode_to_worker(&body).map_err(protocol_error)? {
+            ToWorker::Batch { items, .. } => {
+                for item in protocol::BatchItems::new(items) {
+                    item.map_err(protocol_error)?;
+                }
+            }
+            ToWorker::Job { .. } | ToWorker::Cancel { .. } => {}
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A valid frame from a worker: a result for job `id` with `output` bytes.
+pub fn done_frame(id: u64, output: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    crate::frame::begin(&mut buf);
+    protocol::put_done_header(&mut buf, id);
+    buf.extend_from_slice(output);
+    let _ = crate::frame::finish(&mut buf, usize::MAX);
+    buf
+}
+
+/// A valid frame from the host: job `id` for task index `task`.
+pub fn job_frame(id: u64, task: u32, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    crate::frame::begin(&mut buf);
+    protocol::put_job_header(&mut buf, id, task);
+    buf.extend_from_slice(payload);
+    let _ = crate::frame::finish(&mut buf, usize::MAX);
+    buf
+}
