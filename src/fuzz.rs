@@ -28,7 +28,7 @@ pub fn host_decode(bytes: &[u8], max_frame: usize) -> Result<usize, Error> {
                     }
                 }
             }
-            FromWorker::Hello { .. } | FromWorker::Panicked { .. } | FromWorker::Failed { .. } => {}
+            _ => {}
         }
         n += 1;
     }
@@ -51,7 +51,7 @@ pub fn worker_decode(bytes: &[u8], max_frame: usize) -> Result<usize, Error> {
                     item.map_err(protocol_error)?;
                 }
             }
-            ToWorker::Job { .. } | ToWorker::Cancel { .. } => {}
+            _ => {}
         }
         n += 1;
     }

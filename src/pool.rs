@@ -445,6 +445,7 @@ impl Default for Builder {
                 forward_output: true,
                 max_startup_failures: 5,
                 max_queued: None,
+                prefetch: 1,
                 max_tasks_per_worker: None,
                 max_worker_rss: None,
                 worker_memory_limit: None,
@@ -572,6 +573,18 @@ impl Builder {
     /// waits for room. Running jobs do not count.
     pub fn max_queued(mut self, n: usize) -> Self {
         self.cfg.max_queued = Some(n);
+        self
+    }
+
+    /// How many jobs may wait inside each busy worker, sent ahead so it
+    /// never waits for the host between jobs (default 1; 0 disables). Jobs
+    /// are only sent ahead while more are queued than workers are idle, and
+    /// a job sent ahead is taken back (revoked) as soon as another worker
+    /// is idle with nothing queued, so it never waits behind a long job. A
+    /// job sent ahead to a worker that dies before starting it is requeued,
+    /// not failed.
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.cfg.prefetch = n;
         self
     }
 

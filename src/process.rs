@@ -373,7 +373,7 @@ pub(crate) enum WorkerEvent {
 pub(crate) struct Link {
     /// Frames to write; dropping it closes the worker's stdin, which makes
     /// it exit once idle.
-    pub(crate) frames: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    pub(crate) frames: Option<mpsc::UnboundedSender<OutFrame>>,
     /// Dropping or firing it kills the worker's process group.
     pub(crate) kill: Option<oneshot::Sender<()>>,
 }
@@ -383,7 +383,7 @@ pub(crate) fn start_io<F>(w: Spawned, mut report: F) -> Link
 where
     F: FnMut(WorkerEvent) + Send + 'static,
 {
-    let (frames_tx, frames_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (frames_tx, frames_rx) = mpsc::unbounded_channel::<OutFrame>();
     let (kill_tx, kill_rx) = oneshot::channel::<()>();
     let Spawned {
         pid,
@@ -446,28 +446,46 @@ where
     }
 }
 
+/// A frame on its way to a worker. Job frames are shared with the
+/// scheduler, which keeps them until the job has started (a job sent ahead
+/// may have to be sent again to another worker).
+pub(crate) struct OutFrame {
+    pub(crate) bytes: Arc<Vec<u8>>,
+    /// Send the job in its "sent ahead" form.
+    pub(crate) ahead: bool,
+}
+
 /// Writes frames to the worker, several per syscall when they queue up.
-async fn write_frames(mut stdin: ChildStdin, mut frames: mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn write_frames(mut stdin: ChildStdin, mut frames: mpsc::UnboundedReceiver<OutFrame>) {
     let mut batch: Vec<u8> = Vec::new();
     while let Some(first) = frames.recv().await {
         let mut next = Some(first);
         while let Some(frame) = next.take() {
-            if frame.len() >= 64 * 1024 {
+            let bytes = &frame.bytes[..];
+            if bytes.len() >= 64 * 1024 {
                 if !batch.is_empty() {
                     if stdin.write_all(&batch).await.is_err() {
                         return;
                     }
                     batch.clear();
                 }
-                if stdin.write_all(&frame).await.is_err() {
-                    return;
+                let head = crate::frame::PREFIX + 1;
+                let mut first = [0u8; crate::frame::PREFIX + 1];
+                first.copy_from_slice(&bytes[..head]);
+                if frame.ahead {
+                    protocol::mark_ahead(&mut first);
                 }
-            } else if batch.is_empty() && frames.is_empty() {
-                if stdin.write_all(&frame).await.is_err() {
+                if stdin.write_all(&first).await.is_err()
+                    || stdin.write_all(&bytes[head..]).await.is_err()
+                {
                     return;
                 }
             } else {
-                batch.extend_from_slice(&frame);
+                let start = batch.len();
+                batch.extend_from_slice(bytes);
+                if frame.ahead {
+                    protocol::mark_ahead(&mut batch[start..]);
+                }
             }
             if batch.len() < 256 * 1024 {
                 next = frames.try_recv().ok();
@@ -478,6 +496,9 @@ async fn write_frames(mut stdin: ChildStdin, mut frames: mpsc::UnboundedReceiver
                 return;
             }
             batch.clear();
+        }
+        if batch.capacity() > (1 << 20) {
+            batch = Vec::new();
         }
     }
     // The sender was dropped: closing stdin tells the worker to exit.

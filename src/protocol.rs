@@ -22,10 +22,15 @@ pub(crate) const MISSING_INIT_MAGIC: &[u8; 8] = b"\0PRCNOIN";
 const JOB: u8 = 1;
 const CANCEL: u8 = 2;
 const BATCH: u8 = 3;
+const JOB_AHEAD: u8 = 4;
+const BATCH_AHEAD: u8 = 5;
+const REVOKE: u8 = 6;
 const HELLO: u8 = 0x10;
 const DONE: u8 = 0x11;
 const PANICKED: u8 = 0x12;
 const FAILED: u8 = 0x13;
+const STARTED: u8 = 0x14;
+const REVOKED: u8 = 0x15;
 
 /// Where in the worker a job failed without panicking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,14 +65,19 @@ impl FailStage {
 /// A message from the host to a worker.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ToWorker<'a> {
-    /// Run the task registered at index `task` on `payload`.
+    /// Run the task registered at index `task` on `payload`. `ahead`: the
+    /// host sent it while another job was in flight, so the worker must
+    /// report when it starts it.
     Job {
         id: u64,
         task: u32,
         payload: &'a [u8],
+        ahead: bool,
     },
-    /// Cancel job `id` if it is the one running.
+    /// Cancel job `id`: drop it if it has not started, else flag it.
     Cancel { id: u64 },
+    /// Give job `id` back if it has not started (another worker is idle).
+    Revoke { id: u64 },
     /// Run the task at index `task` on each of `count` length-prefixed
     /// payloads in `items`, in order.
     Batch {
@@ -75,7 +85,38 @@ pub(crate) enum ToWorker<'a> {
         task: u32,
         count: u64,
         items: &'a [u8],
+        ahead: bool,
     },
+}
+
+impl ToWorker<'_> {
+    /// The id of the job this message is about.
+    pub(crate) fn id(&self) -> u64 {
+        match self {
+            ToWorker::Job { id, .. }
+            | ToWorker::Batch { id, .. }
+            | ToWorker::Cancel { id }
+            | ToWorker::Revoke { id } => *id,
+        }
+    }
+
+    pub(crate) fn is_ahead(&self) -> bool {
+        matches!(
+            self,
+            ToWorker::Job { ahead: true, .. } | ToWorker::Batch { ahead: true, .. }
+        )
+    }
+}
+
+/// Turns a finished job or batch frame into its "sent ahead" form.
+pub(crate) fn mark_ahead(frame: &mut [u8]) {
+    if let Some(kind) = frame.get_mut(crate::frame::PREFIX) {
+        *kind = match *kind {
+            JOB => JOB_AHEAD,
+            BATCH => BATCH_AHEAD,
+            other => other,
+        };
+    }
 }
 
 /// Splits the `items` of a batch into payloads.
@@ -185,6 +226,11 @@ pub(crate) enum FromWorker {
         stage: FailStage,
         message: String,
     },
+    /// A job sent ahead has started.
+    Started { id: u64 },
+    /// A job sent ahead was given back without running (revoked, or
+    /// cancelled before it started).
+    Revoked { id: u64 },
 }
 
 /// Writes the fields of a job frame; the caller appends the payload and
@@ -206,6 +252,21 @@ pub(crate) fn put_batch_header(buf: &mut Vec<u8>, id: u64, task: u32, count: u64
 
 pub(crate) fn put_cancel(buf: &mut Vec<u8>, id: u64) {
     buf.push(CANCEL);
+    put_varint(buf, id);
+}
+
+pub(crate) fn put_revoke(buf: &mut Vec<u8>, id: u64) {
+    buf.push(REVOKE);
+    put_varint(buf, id);
+}
+
+pub(crate) fn put_started(buf: &mut Vec<u8>, id: u64) {
+    buf.push(STARTED);
+    put_varint(buf, id);
+}
+
+pub(crate) fn put_revoked(buf: &mut Vec<u8>, id: u64) {
+    buf.push(REVOKED);
     put_varint(buf, id);
 }
 
@@ -239,7 +300,7 @@ pub(crate) fn put_failed(buf: &mut Vec<u8>, id: u64, stage: FailStage, message: 
 pub(crate) fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, String> {
     let (&kind, mut rest) = body.split_first().ok_or("an empty frame")?;
     match kind {
-        JOB => {
+        JOB | JOB_AHEAD => {
             let id = take_varint(&mut rest).ok_or("a job frame with a bad id")?;
             let task = take_varint(&mut rest)
                 .and_then(|t| u32::try_from(t).ok())
@@ -248,9 +309,10 @@ pub(crate) fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, String> {
                 id,
                 task,
                 payload: rest,
+                ahead: kind == JOB_AHEAD,
             })
         }
-        BATCH => {
+        BATCH | BATCH_AHEAD => {
             let id = take_varint(&mut rest).ok_or("a batch frame with a bad id")?;
             let task = take_varint(&mut rest)
                 .and_then(|t| u32::try_from(t).ok())
@@ -261,14 +323,19 @@ pub(crate) fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, String> {
                 task,
                 count,
                 items: rest,
+                ahead: kind == BATCH_AHEAD,
             })
         }
-        CANCEL => {
+        CANCEL | REVOKE => {
             let id = take_varint(&mut rest).ok_or("a cancel frame with a bad id")?;
             if !rest.is_empty() {
                 return Err("a cancel frame with trailing bytes".into());
             }
-            Ok(ToWorker::Cancel { id })
+            Ok(if kind == CANCEL {
+                ToWorker::Cancel { id }
+            } else {
+                ToWorker::Revoke { id }
+            })
         }
         other => Err(format!("a frame of unknown kind {other} from the host")),
     }
@@ -320,6 +387,17 @@ pub(crate) fn decode_from_worker(body: Vec<u8>) -> Result<FromWorker, String> {
                 message: String::from_utf8_lossy(rest).into_owned(),
             })
         }
+        STARTED | REVOKED => {
+            let id = take_varint(&mut rest).ok_or_else(|| bad("status"))?;
+            if !rest.is_empty() {
+                return Err(bad("status"));
+            }
+            Ok(if kind == STARTED {
+                FromWorker::Started { id }
+            } else {
+                FromWorker::Revoked { id }
+            })
+        }
         other => Err(format!("a frame of unknown kind {other} from the worker")),
     }
 }
@@ -338,7 +416,8 @@ mod tests {
             ToWorker::Job {
                 id: 42,
                 task: 7,
-                payload: b"payload"
+                payload: b"payload",
+                ahead: false,
             }
         );
         b.clear();

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::error::{Error, ExitStatus, SerdeStage};
 use crate::handle::{Encoded, JobId, Slot};
 use crate::options::JobOptions;
-use crate::process::{self, Link, WorkerEvent};
+use crate::process::{self, Link, OutFrame, WorkerEvent};
 use crate::protocol::{self, FailStage, FromWorker};
 use crate::stats::Shared;
 
@@ -73,13 +73,21 @@ pub(crate) enum Event {
 
 struct Job {
     task: u32,
-    frame: Option<Vec<u8>>,
+    /// The encoded job, kept until it is known to have started (or, with
+    /// retries, until it finishes).
+    frame: Option<Arc<Vec<u8>>>,
     slot: Arc<Slot>,
     timeout: Option<Duration>,
     /// The worker running it, once dispatched.
     worker: Option<u64>,
     /// How many more times it may run if its worker dies.
     retries_left: u32,
+    /// Known to have started on its worker (sent to an idle worker, or
+    /// acknowledged). A job that never started is requeued if its worker
+    /// dies.
+    started: bool,
+    /// A revoke was sent for it.
+    revoking: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -94,9 +102,20 @@ struct Worker {
     pid: u32,
     link: Link,
     state: WorkerState,
-    current: Option<JobId>,
-    jobs_run: u64,
+    /// Jobs sent to it, in order: the first is running (or about to), the
+    /// rest were sent ahead and wait in the worker.
+    inflight: VecDeque<JobId>,
+    /// Jobs sent to it so far (for `max_tasks_per_worker`).
+    sent: u64,
+    /// Stop sending it jobs; close it once its in-flight jobs are done.
+    retiring: bool,
     idle_since: Instant,
+}
+
+impl Worker {
+    fn current(&self) -> Option<JobId> {
+        self.inflight.front().copied()
+    }
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -122,6 +141,12 @@ pub(crate) struct Scheduler {
     broken: Option<Error>,
     mode: Mode,
     waiters: Vec<oneshot::Sender<()>>,
+    /// Jobs in the queue (not counting ids of jobs cancelled since).
+    waiting: usize,
+    /// Jobs sent ahead to a worker and not started yet.
+    ahead: usize,
+    /// Jobs known to be running on a worker.
+    running: usize,
 }
 
 /// Runs a pool: starts its workers, reports the outcome on `ready`, then
@@ -147,6 +172,9 @@ pub(crate) async fn run(
         broken: None,
         mode: Mode::Running,
         waiters: Vec::new(),
+        waiting: 0,
+        ahead: 0,
+        running: 0,
     };
 
     // Start every worker at once; fail the build if any cannot start.
@@ -222,7 +250,7 @@ impl Scheduler {
     /// Jobs waiting for a worker (the queue may also hold ids of jobs
     /// cancelled since).
     fn queued(&self) -> usize {
-        self.shared.queued.load(Ordering::Relaxed)
+        self.waiting
     }
 
     fn has_queued(&self) -> bool {
@@ -250,8 +278,9 @@ impl Scheduler {
                 pid,
                 link,
                 state: WorkerState::Idle,
-                current: None,
-                jobs_run: 0,
+                inflight: VecDeque::new(),
+                sent: 0,
+                retiring: false,
                 idle_since: Instant::now(),
             },
         );
@@ -289,17 +318,19 @@ impl Scheduler {
             self.finish_job_slot(&req.slot, Err(e));
             return;
         }
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        self.waiting += 1;
         self.queue.push_back(req.id);
         self.jobs.insert(
             req.id,
             Job {
                 task: req.task,
-                frame: Some(req.frame),
+                frame: Some(Arc::new(req.frame)),
                 slot: req.slot,
                 timeout: req.options.timeout.or(self.cfg.job_timeout),
                 worker: None,
                 retries_left: req.options.retries,
+                started: false,
+                revoking: false,
             },
         );
         if self.cfg.idle_timeout.is_some() {
@@ -315,24 +346,33 @@ impl Scheduler {
             None => {
                 // Queued: forget it; the queue skips missing ids.
                 self.jobs.remove(&id);
-                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                self.waiting = self.waiting.saturating_sub(1);
                 self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
             }
             Some(uid) => {
-                let Some(w) = self.workers.get(&uid) else {
-                    return;
-                };
-                if let Some(frames) = &w.link.frames {
-                    let mut f = Vec::with_capacity(16);
-                    crate::frame::begin(&mut f);
-                    protocol::put_cancel(&mut f, id.0);
-                    if crate::frame::finish(&mut f, usize::MAX).is_ok() {
-                        let _ = frames.send(f);
-                    }
-                }
+                let started = job.started;
+                // The worker drops it if it has not started (and says so),
+                // or flags it for `cancelled()`.
+                self.send_control(uid, id, protocol::put_cancel);
                 self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
-                let grace = self.cfg.cancel_grace;
-                self.timer(grace, Event::GraceOver { uid, job: id });
+                if started {
+                    let grace = self.cfg.cancel_grace;
+                    self.timer(grace, Event::GraceOver { uid, job: id });
+                }
+            }
+        }
+    }
+
+    fn send_control(&self, uid: u64, id: JobId, put: fn(&mut Vec<u8>, u64)) {
+        if let Some(frames) = self.workers.get(&uid).and_then(|w| w.link.frames.as_ref()) {
+            let mut f = Vec::with_capacity(16);
+            crate::frame::begin(&mut f);
+            put(&mut f, id.0);
+            if crate::frame::finish(&mut f, usize::MAX).is_ok() {
+                let _ = frames.send(OutFrame {
+                    bytes: Arc::new(f),
+                    ahead: false,
+                });
             }
         }
     }
@@ -373,10 +413,10 @@ impl Scheduler {
                 }
             }
             Event::TimedOut { uid, job, timeout } => {
-                if self.workers.get(&uid).and_then(|w| w.current) == Some(job) {
+                if self.running_on(uid) == Some(job) {
                     if let Some(j) = self.jobs.get(&job) {
                         let slot = j.slot.clone();
-                        self.shared.resolve(&slot, Err(Error::TimedOut { timeout }));
+                        self.resolve(&slot, Err(Error::TimedOut { timeout }));
                     }
                     self.kill_worker(uid);
                 }
@@ -384,7 +424,7 @@ impl Scheduler {
             Event::IdleCheck => self.on_idle_check(),
             Event::MemoryCheck => self.on_memory_check(),
             Event::GraceOver { uid, job } => {
-                if self.workers.get(&uid).and_then(|w| w.current) == Some(job) {
+                if self.running_on(uid) == Some(job) {
                     self.kill_worker(uid);
                 }
             }
@@ -416,6 +456,8 @@ impl Scheduler {
                 };
                 (id, Err(err))
             }
+            FromWorker::Started { id } => return self.on_started(uid, JobId(id)),
+            FromWorker::Revoked { id } => return self.on_revoked(uid, JobId(id)),
             FromWorker::Hello { .. } => {
                 self.protocol_violation(uid, "a second handshake".into());
                 return;
@@ -425,37 +467,158 @@ impl Scheduler {
         let Some(w) = self.workers.get_mut(&uid) else {
             return;
         };
-        if w.current != Some(id) {
+        if w.current() != Some(id) {
             let message = format!("the worker reported on {id}, which it was not running");
             self.protocol_violation(uid, message);
             return;
         }
-        w.current = None;
-        w.jobs_run += 1;
-        let recycle =
-            self.cfg
-                .max_tasks_per_worker
-                .is_some_and(|n| w.jobs_run >= n)
-                || self.cfg.max_worker_rss.is_some_and(|limit| {
-                    crate::sys::rss_bytes(w.pid).is_some_and(|rss| rss > limit)
-                });
-        if w.state == WorkerState::Busy {
-            w.state = WorkerState::Idle;
-            w.idle_since = Instant::now();
-            self.idle.push(uid);
-        }
-        self.shared.running.fetch_sub(1, Ordering::Relaxed);
-        if recycle {
-            self.retire(uid);
+        w.inflight.pop_front();
+        let recycle = self.cfg.max_tasks_per_worker.is_some_and(|n| w.sent >= n)
+            || self
+                .cfg
+                .max_worker_rss
+                .is_some_and(|limit| crate::sys::rss_bytes(w.pid).is_some_and(|rss| rss > limit));
+        if recycle && !w.retiring {
+            w.retiring = true;
             self.shared.recycled.fetch_add(1, Ordering::Relaxed);
-            self.replenish();
         }
         if let Some(job) = self.jobs.remove(&id) {
-            self.shared.resolve(&job.slot, result);
+            if job.started {
+                self.running = self.running.saturating_sub(1);
+            } else {
+                self.ahead = self.ahead.saturating_sub(1);
+            }
+            self.resolve(&job.slot, result);
         }
-        if self.mode == Mode::Draining && !self.has_queued() {
-            self.retire_idle();
+        self.after_job(uid);
+        if recycle {
+            self.replenish();
         }
+    }
+
+    /// Bookkeeping once a worker's front job is gone: it goes idle, or is
+    /// retired when its last job is done.
+    fn after_job(&mut self, uid: u64) {
+        let Some(w) = self.workers.get_mut(&uid) else {
+            return;
+        };
+        if w.state == WorkerState::Leaving {
+            return;
+        }
+        if w.retiring {
+            let ahead: Vec<JobId> = w.inflight.iter().skip(1).copied().collect();
+            if w.inflight.is_empty() {
+                w.state = WorkerState::Leaving;
+                w.link.frames = None;
+            } else {
+                for id in ahead {
+                    self.revoke(uid, id);
+                }
+            }
+            return;
+        }
+        if !w.inflight.is_empty() {
+            // The next job starts right away (its start notice follows).
+            return;
+        }
+        w.state = WorkerState::Idle;
+        w.idle_since = Instant::now();
+        self.idle.push(uid);
+    }
+
+    /// The job that is running (known to have started) on a worker.
+    fn running_on(&self, uid: u64) -> Option<JobId> {
+        let id = self.workers.get(&uid)?.current()?;
+        self.jobs.get(&id).filter(|j| j.started).map(|_| id)
+    }
+
+    fn on_started(&mut self, uid: u64, id: JobId) {
+        let Some(w) = self.workers.get(&uid) else {
+            return;
+        };
+        if w.current() != Some(id) {
+            let message = format!("the worker started {id} out of order");
+            self.protocol_violation(uid, message);
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.started {
+            let message = format!("the worker started {id} twice");
+            self.protocol_violation(uid, message);
+            return;
+        }
+        job.started = true;
+        job.revoking = false;
+        job.slot.release_queue_place();
+        self.ahead = self.ahead.saturating_sub(1);
+        self.running += 1;
+        if job.retries_left == 0 {
+            job.frame = None;
+        }
+        let (timeout, cancelled) = (job.timeout, !job.slot.is_pending());
+        if let Some(timeout) = timeout {
+            self.timer(
+                timeout,
+                Event::TimedOut {
+                    uid,
+                    job: id,
+                    timeout,
+                },
+            );
+        }
+        if cancelled {
+            // Cancelled while it was on its way; it is flagged in the worker.
+            let grace = self.cfg.cancel_grace;
+            self.timer(grace, Event::GraceOver { uid, job: id });
+        }
+    }
+
+    fn on_revoked(&mut self, uid: u64, id: JobId) {
+        let Some(w) = self.workers.get_mut(&uid) else {
+            return;
+        };
+        let Some(at) = w.inflight.iter().position(|&j| j == id) else {
+            return;
+        };
+        w.inflight.remove(at);
+        self.ahead = self.ahead.saturating_sub(1);
+        if w.inflight.is_empty() {
+            // Re-evaluate: idle again, or retired.
+            self.after_job(uid);
+        }
+        self.requeue_front(&[id]);
+    }
+
+    /// Puts jobs that never started back at the head of the queue, in
+    /// order; drops those that were cancelled meanwhile.
+    fn requeue_front(&mut self, ids: &[JobId]) {
+        for &id in ids.iter().rev() {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            if !job.slot.is_pending() {
+                self.jobs.remove(&id);
+                continue;
+            }
+            job.worker = None;
+            job.started = false;
+            job.revoking = false;
+            self.queue.push_front(id);
+            self.waiting += 1;
+        }
+    }
+
+    fn revoke(&mut self, uid: u64, id: JobId) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.started || job.revoking {
+            return;
+        }
+        job.revoking = true;
+        self.send_control(uid, id, protocol::put_revoke);
     }
 
     fn on_exit(&mut self, uid: u64, status: ExitStatus, error: Option<String>, tail: String) {
@@ -465,34 +628,55 @@ impl Scheduler {
         self.idle.retain(|&u| u != uid);
         self.shared.workers_alive.fetch_sub(1, Ordering::Relaxed);
         self.shared.set_pids(self.workers.values().map(|w| w.pid));
-        if let Some(id) = w.current {
-            self.shared.running.fetch_sub(1, Ordering::Relaxed);
+        let mut never_started = Vec::new();
+        for &id in &w.inflight {
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            if job.started {
+                self.running = self.running.saturating_sub(1);
+            } else {
+                self.ahead = self.ahead.saturating_sub(1);
+            }
+            if !job.started {
+                never_started.push(id);
+                continue;
+            }
             let retry = error.is_none()
                 && self.mode != Mode::Stopping
-                && self.jobs.get(&id).is_some_and(|j| {
-                    j.retries_left > 0 && j.slot.is_pending() && j.frame.is_some()
-                });
+                && job.retries_left > 0
+                && job.slot.is_pending()
+                && job.frame.is_some();
             if retry {
                 // At-most-once is relaxed only where the caller asked.
                 if let Some(job) = self.jobs.get_mut(&id) {
                     job.retries_left -= 1;
-                    job.worker = None;
                 }
-                self.queue.push_front(id);
-                self.shared.queued.fetch_add(1, Ordering::Relaxed);
+                never_started.insert(0, id);
                 self.shared.retried.fetch_add(1, Ordering::Relaxed);
             } else if let Some(job) = self.jobs.remove(&id) {
-                let err = match error {
-                    Some(message) => Error::Protocol { message },
+                let err = match &error {
+                    Some(message) => Error::Protocol {
+                        message: message.clone(),
+                    },
                     None if self.mode == Mode::Stopping => Error::Shutdown,
                     None => Error::WorkerDied {
                         pid: w.pid,
                         status,
-                        stderr_tail: tail,
+                        stderr_tail: tail.clone(),
                     },
                 };
-                self.shared.resolve(&job.slot, Err(err));
+                self.resolve(&job.slot, Err(err));
             }
+        }
+        if self.mode == Mode::Stopping {
+            for id in never_started {
+                if let Some(job) = self.jobs.remove(&id) {
+                    self.resolve(&job.slot, Err(Error::Shutdown));
+                }
+            }
+        } else {
+            self.requeue_front(&never_started);
         }
         self.replenish();
     }
@@ -503,7 +687,7 @@ impl Scheduler {
         match self.cfg.idle_timeout {
             None => self.cfg.workers,
             Some(_) => {
-                let busy = self.shared.running.load(Ordering::Relaxed) + self.queued();
+                let busy = self.running + self.ahead + self.waiting;
                 busy.max(self.cfg.min_workers).min(self.cfg.workers)
             }
         }
@@ -566,62 +750,134 @@ impl Scheduler {
     fn fail_queued(&mut self, e: Error) {
         while let Some(id) = self.queue.pop_front() {
             if let Some(job) = self.jobs.remove(&id) {
-                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-                self.shared.resolve(&job.slot, Err(e.clone()));
+                self.waiting = self.waiting.saturating_sub(1);
+                self.resolve(&job.slot, Err(e.clone()));
             }
         }
     }
 
     fn dispatch(&mut self) {
+        // Idle workers first: a job never waits while a worker is free.
         while !self.idle.is_empty() {
-            let Some(id) = self.queue.pop_front() else {
+            let Some(id) = self.next_queued() else {
                 break;
             };
-            let Some(job) = self.jobs.get_mut(&id) else {
+            let Some(uid) = self.idle.pop() else { break };
+            self.send_job(uid, id, false);
+        }
+        // Then keep up to `prefetch` jobs waiting inside each busy worker,
+        // so it never waits for the host between jobs. Round by round, so
+        // the workers share the queue evenly.
+        for depth in 1..=self.cfg.prefetch {
+            if !self.has_queued() {
+                break;
+            }
+            let mut uids: Vec<u64> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    w.state == WorkerState::Busy
+                        && !w.retiring
+                        && w.inflight.len() == depth
+                        && self.cfg.max_tasks_per_worker.is_none_or(|n| w.sent < n)
+                })
+                .map(|(&uid, _)| uid)
+                .collect();
+            uids.sort_unstable();
+            for uid in uids {
+                let Some(id) = self.next_queued() else {
+                    return;
+                };
+                self.send_job(uid, id, true);
+            }
+        }
+        // A worker is idle and nothing is queued: take back jobs waiting
+        // behind a running one elsewhere, so none waits behind a long job.
+        if !self.idle.is_empty() && !self.has_queued() {
+            let ahead: Vec<(u64, JobId)> = self
+                .workers
+                .iter()
+                .flat_map(|(&uid, w)| w.inflight.iter().skip(1).map(move |&id| (uid, id)))
+                .collect();
+            for (uid, id) in ahead {
+                self.revoke(uid, id);
+            }
+        }
+    }
+
+    /// The next job in the queue that is still wanted.
+    fn next_queued(&mut self) -> Option<JobId> {
+        while let Some(id) = self.queue.pop_front() {
+            let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.waiting = self.waiting.saturating_sub(1);
             if !job.slot.is_pending() {
                 // Cancelled; its Cancel command is still on the way.
                 self.jobs.remove(&id);
                 self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let Some(uid) = self.idle.pop() else { break };
-            let Some(w) = self.workers.get_mut(&uid) else {
-                self.queue.push_front(id);
-                self.shared.queued.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            // Keep a copy only if the job may have to run again.
-            let frame = if job.retries_left > 0 {
-                job.frame.clone().unwrap_or_default()
-            } else {
-                job.frame.take().unwrap_or_default()
-            };
-            let sent = w.link.frames.as_ref().map(|f| f.send(frame));
-            if !matches!(sent, Some(Ok(()))) {
-                // The worker is going away; it will be replaced.
-                w.state = WorkerState::Leaving;
-                self.queue.push_front(id);
-                self.shared.queued.fetch_add(1, Ordering::Relaxed);
-                continue;
+            return Some(id);
+        }
+        None
+    }
+
+    fn send_job(&mut self, uid: u64, id: JobId, ahead: bool) {
+        let (Some(w), Some(job)) = (self.workers.get_mut(&uid), self.jobs.get_mut(&id)) else {
+            self.requeue_front(&[id]);
+            return;
+        };
+        // Keep the frame while the job may still have to be sent again: if
+        // it goes ahead (it may be given back), or may be retried.
+        let bytes = if ahead || job.retries_left > 0 {
+            job.frame.clone()
+        } else {
+            job.frame.take()
+        };
+        let Some(bytes) = bytes else {
+            // Not expected (a job drops its frame only once it started), but
+            // never leave a handle pending.
+            if let Some(job) = self.jobs.remove(&id) {
+                let message = format!("{id} could not be sent again");
+                self.resolve(&job.slot, Err(Error::Protocol { message }));
             }
-            w.state = WorkerState::Busy;
-            w.current = Some(id);
-            job.worker = Some(uid);
+            return;
+        };
+        let sent = w
+            .link
+            .frames
+            .as_ref()
+            .map(|f| f.send(OutFrame { bytes, ahead }));
+        if !matches!(sent, Some(Ok(()))) {
+            // The worker is going away; it will be replaced.
+            w.state = WorkerState::Leaving;
+            self.idle.retain(|&u| u != uid);
+            self.requeue_front(&[id]);
+            return;
+        }
+        w.state = WorkerState::Busy;
+        w.inflight.push_back(id);
+        w.sent += 1;
+        job.worker = Some(uid);
+        job.started = !ahead;
+        if ahead {
+            // It still counts as queued (and keeps its place in a bounded
+            // queue) until the worker says it started.
+            self.ahead += 1;
+        } else {
             job.slot.release_queue_place();
-            self.shared.running.fetch_add(1, Ordering::Relaxed);
-            if let Some(timeout) = job.timeout {
-                self.timer(
+            self.running += 1;
+        }
+        if let (false, Some(timeout)) = (ahead, job.timeout) {
+            self.timer(
+                timeout,
+                Event::TimedOut {
+                    uid,
+                    job: id,
                     timeout,
-                    Event::TimedOut {
-                        uid,
-                        job: id,
-                        timeout,
-                    },
-                );
-            }
+                },
+            );
         }
     }
 
@@ -641,12 +897,10 @@ impl Scheduler {
     /// Closes a worker's input so it exits; used to recycle it.
     fn retire(&mut self, uid: u64) {
         if let Some(w) = self.workers.get_mut(&uid) {
-            if w.current.is_none() {
-                w.state = WorkerState::Leaving;
-                w.link.frames = None;
-            }
+            w.retiring = true;
         }
         self.idle.retain(|&u| u != uid);
+        self.after_job(uid);
     }
 
     /// Kills busy workers over the memory limit, failing their jobs.
@@ -660,7 +914,7 @@ impl Scheduler {
             .filter(|(_, w)| w.state == WorkerState::Busy)
             .filter_map(|(&uid, w)| {
                 let rss = crate::sys::rss_bytes(w.pid)?;
-                Some((uid, w.current?, rss)).filter(|_| rss > limit)
+                Some((uid, w.current()?, rss)).filter(|_| rss > limit)
             })
             .collect();
         for (uid, id, rss) in over {
@@ -722,14 +976,15 @@ impl Scheduler {
     fn stop_all(&mut self, e: Error) {
         self.mode = Mode::Stopping;
         self.fail_queued(e.clone());
-        for (_, job) in self.jobs.drain() {
-            self.shared.resolve(&job.slot, Err(e.clone()));
+        let jobs: Vec<Job> = self.jobs.drain().map(|(_, j)| j).collect();
+        for job in jobs {
+            self.resolve(&job.slot, Err(e.clone()));
         }
         let uids: Vec<u64> = self.workers.keys().copied().collect();
         for uid in uids {
             if let Some(w) = self.workers.get_mut(&uid) {
                 w.state = WorkerState::Leaving;
-                w.current = None;
+                w.inflight.clear();
                 w.link.frames = None;
                 if let Some(k) = w.link.kill.take() {
                     let _ = k.send(());
@@ -737,15 +992,17 @@ impl Scheduler {
             }
         }
         self.idle.clear();
-        self.shared.running.store(0, Ordering::Relaxed);
+        self.waiting = 0;
+        self.ahead = 0;
+        self.running = 0;
     }
 
     fn protocol_violation(&mut self, uid: u64, message: String) {
         if let Some(w) = self.workers.get(&uid) {
-            if let Some(id) = w.current {
+            if let Some(id) = w.current() {
                 if let Some(job) = self.jobs.get(&id) {
                     let slot = job.slot.clone();
-                    self.shared.resolve(&slot, Err(Error::Protocol { message }));
+                    self.resolve(&slot, Err(Error::Protocol { message }));
                 }
             }
         }
@@ -753,7 +1010,7 @@ impl Scheduler {
     }
 
     fn finish_job_slot(&self, slot: &Slot, r: Result<Encoded, Error>) {
-        self.shared.resolve(slot, r);
+        self.resolve(slot, r);
     }
 
     fn timer(&self, after: Duration, ev: Event) {
@@ -764,7 +1021,18 @@ impl Scheduler {
         });
     }
 
+    /// Delivers a result, publishing the counters first so `stats()` read
+    /// right after a handle resolves is current.
+    fn resolve(&self, slot: &Slot, result: Result<Encoded, Error>) {
+        self.publish();
+        self.shared.resolve(slot, result);
+    }
+
     fn publish(&self) {
+        self.shared
+            .queued
+            .store(self.waiting + self.ahead, Ordering::Relaxed);
+        self.shared.running.store(self.running, Ordering::Relaxed);
         if self.mode != Mode::Running {
             self.shared.accepting.store(false, Ordering::Release);
         }

@@ -124,19 +124,25 @@ fn run_task<T: Task>(payload: &[u8], out: &mut Vec<u8>) -> Result<(), RunFailure
     };
     let output = catch_unwind(AssertUnwindSafe(move || task.run()))
         .map_err(|p| RunFailure::Panicked(panic_message(p.as_ref())))?;
+    let start = out.len();
     let encoded = catch_unwind(AssertUnwindSafe(|| {
-        postcard::to_extend(&output, std::mem::take(out))
+        postcard::to_extend(&output, Append(out)).map(drop)
     }));
-    match encoded {
-        Ok(Ok(buf)) => {
-            *out = buf;
-            Ok(())
-        }
-        Ok(Err(e)) => Err(RunFailure::Failed(FailStage::EncodeOutput, e.to_string())),
-        Err(p) => Err(RunFailure::Failed(
-            FailStage::EncodeOutput,
-            format!("serializing panicked: {}", panic_message(p.as_ref())),
-        )),
+    let failure = match encoded {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(p) => format!("serializing panicked: {}", panic_message(p.as_ref())),
+    };
+    out.truncate(start);
+    Err(RunFailure::Failed(FailStage::EncodeOutput, failure))
+}
+
+/// Lets postcard append to a vector in place (keeping what it holds).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
     }
 }
 

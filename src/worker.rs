@@ -6,10 +6,11 @@
 //! process at once, even in the middle of a job. The runner thread runs one
 //! job at a time and writes its result.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::frame::{self, SyncFrameReader};
 use crate::protocol::{self, FailStage, ToWorker};
@@ -156,62 +157,240 @@ fn serve(max_frame: usize) -> i32 {
         return EXIT_IO;
     }
 
-    let (jobs_tx, jobs_rx) = mpsc::channel::<Vec<u8>>();
-    let reader = std::thread::Builder::new()
-        .name("procpool-reader".into())
-        .spawn(move || read_loop(input, max_frame, jobs_tx));
-    if reader.is_err() {
+    let ctx = Arc::new(Worker {
+        local: Mutex::new(Local::default()),
+        wake: Condvar::new(),
+        input: Mutex::new(SyncFrameReader::new(input, max_frame)),
+        output: Mutex::new(output),
+        max_frame,
+    });
+    let other = ctx.clone();
+    if std::thread::Builder::new()
+        .name("procpool-worker-2".into())
+        .spawn(move || other.serve())
+        .is_err()
+    {
         return EXIT_IO;
     }
+    ctx.serve()
+}
 
-    let mut out = Vec::with_capacity(4096);
-    let mut scratch = Vec::new();
-    for body in jobs_rx {
-        let id = match protocol::decode_to_worker(&body) {
-            Ok(ToWorker::Job { id, task, payload }) => {
-                CURRENT_JOB.store(id, Ordering::Release);
-                frame::begin(&mut out);
-                protocol::put_done_header(&mut out, id);
-                if let Err(failure) = run_registered(task, payload, &mut out) {
-                    frame::begin(&mut out);
-                    match failure {
-                        RunFailure::Panicked(msg) => protocol::put_panicked(&mut out, id, &msg),
-                        RunFailure::Failed(stage, msg) => {
-                            protocol::put_failed(&mut out, id, stage, &msg)
-                        }
-                    }
-                }
-                id
-            }
-            Ok(ToWorker::Batch {
-                id, task, items, ..
-            }) => {
-                CURRENT_JOB.store(id, Ordering::Release);
-                frame::begin(&mut out);
-                protocol::put_done_header(&mut out, id);
-                run_batch(task, items, &mut out, &mut scratch);
-                id
-            }
-            _ => continue,
-        };
-        CURRENT_JOB.store(0, Ordering::Release);
-        drop(body);
-        if let Err(e) = frame::finish(&mut out, max_frame) {
-            frame::begin(&mut out);
-            protocol::put_failed(&mut out, id, FailStage::EncodeOutput, &e.to_string());
-            if frame::finish(&mut out, max_frame).is_err() {
-                return EXIT_IO;
-            }
-        }
-        let _ = std::io::stdout().flush();
-        if output.write_all(&out).is_err() {
-            return EXIT_IO;
-        }
-        if out.capacity() > (1 << 20) {
-            out = Vec::with_capacity(4096);
+/// A worker's two threads share this. Whichever thread is free reads the
+/// next frame; a thread that reads a job while no job runs runs it itself
+/// (after waking the other thread to take over reading), so a job never
+/// waits for a thread switch, and a cancel or the end of input is noticed
+/// while a job runs.
+struct Worker {
+    local: Mutex<Local>,
+    wake: Condvar,
+    input: Mutex<SyncFrameReader<std::fs::File>>,
+    output: Mutex<std::fs::File>,
+    max_frame: usize,
+}
+
+#[derive(Default)]
+struct Local {
+    /// Jobs received and not started (the host may send one ahead).
+    queue: VecDeque<Vec<u8>>,
+    running: bool,
+    reading: bool,
+}
+
+enum Role {
+    Read,
+    Run(Vec<u8>),
+}
+
+impl Worker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        let mut out = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        if out.write_all(bytes).is_err() {
+            // The host is gone.
+            sys::exit_now(EXIT_IO);
         }
     }
-    0
+
+    fn serve(&self) -> ! {
+        let mut out = Vec::with_capacity(4096);
+        let mut scratch = Vec::new();
+        loop {
+            let role = {
+                let mut st = self.lock();
+                loop {
+                    if !st.running {
+                        if let Some(job) = st.queue.pop_front() {
+                            st.running = true;
+                            if !st.reading {
+                                // Someone must keep reading while we run.
+                                self.wake.notify_one();
+                            }
+                            break Role::Run(job);
+                        }
+                    }
+                    if !st.reading {
+                        st.reading = true;
+                        break Role::Read;
+                    }
+                    st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            match role {
+                Role::Read => self.read_one(),
+                Role::Run(job) => self.run_jobs(job, &mut out, &mut scratch),
+            }
+        }
+    }
+
+    fn read_one(&self) {
+        let next = self
+            .input
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_frame();
+        let body = match next {
+            Ok(Some(body)) => body,
+            // End of input: the host shut this worker down or went away.
+            // Exit now, even mid-job; nothing can receive the result.
+            Ok(None) => {
+                let _ = std::io::stdout().flush();
+                sys::exit_now(0)
+            }
+            Err(e) => {
+                eprintln!("procpool worker: reading from the host failed: {e}; exiting");
+                sys::exit_now(EXIT_PROTOCOL);
+            }
+        };
+        let msg = match protocol::decode_to_worker(&body) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("procpool worker: the host sent {e}; exiting");
+                sys::exit_now(EXIT_PROTOCOL);
+            }
+        };
+        let mut st = self.lock();
+        st.reading = false;
+        match msg {
+            ToWorker::Job { .. } | ToWorker::Batch { .. } => {
+                drop(msg);
+                st.queue.push_back(body);
+            }
+            ToWorker::Cancel { id } | ToWorker::Revoke { id } => {
+                let cancel = matches!(msg, ToWorker::Cancel { .. });
+                let queued = st
+                    .queue
+                    .iter()
+                    .position(|b| protocol::decode_to_worker(b).is_ok_and(|m| m.id() == id));
+                if let Some(at) = queued {
+                    // Not started: give it back.
+                    st.queue.remove(at);
+                    let mut f = Vec::with_capacity(16);
+                    frame::begin(&mut f);
+                    protocol::put_revoked(&mut f, id);
+                    if frame::finish(&mut f, self.max_frame).is_ok() {
+                        self.write(&f);
+                    }
+                } else if cancel {
+                    CANCELLED_JOB.store(id, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Runs `job`, then whatever is queued behind it, writing each result
+    /// together with the start notice of the next job.
+    fn run_jobs(&self, mut job: Vec<u8>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+        out.clear();
+        // Whether the current job's start notice went out with the
+        // previous result.
+        let mut announced = false;
+        loop {
+            let Ok(msg) = protocol::decode_to_worker(&job) else {
+                break;
+            };
+            let id = msg.id();
+            if msg.is_ahead() && !announced {
+                // The host must know it started before it can run.
+                put_status(out, id, self.max_frame, protocol::put_started);
+                self.write(out);
+                out.clear();
+            }
+            CURRENT_JOB.store(id, Ordering::Release);
+            self.run_one(&msg, out, scratch);
+            CURRENT_JOB.store(0, Ordering::Release);
+            drop(msg);
+            let _ = std::io::stdout().flush();
+            let next = {
+                let mut st = self.lock();
+                let next = st.queue.pop_front();
+                st.running = next.is_some();
+                next
+            };
+            match next {
+                Some(n) => {
+                    announced = false;
+                    if let Ok(m) = protocol::decode_to_worker(&n) {
+                        if m.is_ahead() {
+                            put_status(out, m.id(), self.max_frame, protocol::put_started);
+                            announced = true;
+                        }
+                    }
+                    self.write(out);
+                    out.clear();
+                    job = n;
+                }
+                None => {
+                    self.write(out);
+                    out.clear();
+                    // Wake the other thread if it waits for a job we
+                    // might have left (it re-checks under the lock).
+                    self.wake.notify_one();
+                    break;
+                }
+            }
+            if out.capacity() > (1 << 20) {
+                *out = Vec::with_capacity(4096);
+            }
+        }
+    }
+
+    /// Appends the result frame of one job (or batch) to `out`.
+    fn run_one(&self, msg: &ToWorker<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+        let start = out.len();
+        let id = msg.id();
+        out.extend_from_slice(&[0; frame::PREFIX]);
+        protocol::put_done_header(out, id);
+        match *msg {
+            ToWorker::Job { task, payload, .. } => {
+                if let Err(failure) = run_registered(task, payload, out) {
+                    out.truncate(start);
+                    out.extend_from_slice(&[0; frame::PREFIX]);
+                    match failure {
+                        RunFailure::Panicked(m) => protocol::put_panicked(out, id, &m),
+                        RunFailure::Failed(stage, m) => protocol::put_failed(out, id, stage, &m),
+                    }
+                }
+            }
+            ToWorker::Batch { task, items, .. } => run_batch(task, items, out, scratch),
+            ToWorker::Cancel { .. } | ToWorker::Revoke { .. } => {}
+        }
+        if let Err(e) = frame::finish(&mut out[start..], self.max_frame) {
+            out.truncate(start);
+            out.extend_from_slice(&[0; frame::PREFIX]);
+            protocol::put_failed(out, id, FailStage::EncodeOutput, &e.to_string());
+            let _ = frame::finish(&mut out[start..], self.max_frame);
+        }
+    }
+}
+
+fn put_status(out: &mut Vec<u8>, id: u64, max: usize, put: fn(&mut Vec<u8>, u64)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; frame::PREFIX]);
+    put(out, id);
+    let _ = frame::finish(&mut out[start..], max);
 }
 
 /// Runs every item of a batch, appending one item result per item. A
@@ -246,35 +425,5 @@ fn run_batch(task: u32, items: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) 
             },
         };
         protocol::put_item_result(out, tag, stage, body);
-    }
-}
-
-fn read_loop(input: std::fs::File, max_frame: usize, jobs: mpsc::Sender<Vec<u8>>) {
-    let mut reader = SyncFrameReader::new(input, max_frame);
-    loop {
-        match reader.next_frame() {
-            Ok(Some(body)) => match protocol::decode_to_worker(&body) {
-                Ok(ToWorker::Job { .. } | ToWorker::Batch { .. }) => {
-                    if jobs.send(body).is_err() {
-                        sys::exit_now(EXIT_IO);
-                    }
-                }
-                Ok(ToWorker::Cancel { id }) => CANCELLED_JOB.store(id, Ordering::Release),
-                Err(e) => {
-                    eprintln!("procpool worker: the host sent {e}; exiting");
-                    sys::exit_now(EXIT_PROTOCOL);
-                }
-            },
-            // End of input: the host shut this worker down or went away.
-            // Exit now, even mid-job; nothing can receive the result.
-            Ok(None) => {
-                let _ = std::io::stdout().flush();
-                sys::exit_now(0)
-            }
-            Err(e) => {
-                eprintln!("procpool worker: reading from the host failed: {e}; exiting");
-                sys::exit_now(EXIT_PROTOCOL);
-            }
-        }
     }
 }
