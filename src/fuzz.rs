@@ -19,16 +19,15 @@ pub fn host_decode(bytes: &[u8], max_frame: usize) -> Result<usize, Error> {
         .next_frame()
         .map_err(|e| protocol_error(e.to_string()))?
     {
-        match protocol::decode_from_worker(body).map_err(protocol_error)? {
-            FromWorker::Done { body, offset, .. } => {
-                let mut rest = body.get(offset..).unwrap_or_default();
-                while !rest.is_empty() {
-                    if protocol::take_item_result(&mut rest).is_none() {
-                        break;
-                    }
+        if let FromWorker::Done { body, offset, .. } =
+            protocol::decode_from_worker(body).map_err(protocol_error)?
+        {
+            let mut rest = body.get(offset..).unwrap_or_default();
+            while !rest.is_empty() {
+                if protocol::take_item_result(&mut rest).is_none() {
+                    break;
                 }
             }
-            _ => {}
         }
         n += 1;
     }
@@ -45,13 +44,12 @@ pub fn worker_decode(bytes: &[u8], max_frame: usize) -> Result<usize, Error> {
         .next_frame()
         .map_err(|e| protocol_error(e.to_string()))?
     {
-        match protocol::decode_to_worker(&body).map_err(protocol_error)? {
-            ToWorker::Batch { items, .. } => {
-                for item in protocol::BatchItems::new(items) {
-                    item.map_err(protocol_error)?;
-                }
+        if let ToWorker::Batch { items, .. } =
+            protocol::decode_to_worker(&body).map_err(protocol_error)?
+        {
+            for item in protocol::BatchItems::new(items) {
+                item.map_err(protocol_error)?;
             }
-            _ => {}
         }
         n += 1;
     }

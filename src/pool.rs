@@ -445,7 +445,7 @@ impl Default for Builder {
                 forward_output: true,
                 max_startup_failures: 5,
                 max_queued: None,
-                prefetch: 1,
+                prefetch: 32,
                 max_tasks_per_worker: None,
                 max_worker_rss: None,
                 worker_memory_limit: None,
@@ -577,12 +577,14 @@ impl Builder {
     }
 
     /// How many jobs may wait inside each busy worker, sent ahead so it
-    /// never waits for the host between jobs (default 1; 0 disables). Jobs
-    /// are only sent ahead while more are queued than workers are idle, and
-    /// a job sent ahead is taken back (revoked) as soon as another worker
-    /// is idle with nothing queued, so it never waits behind a long job. A
-    /// job sent ahead to a worker that dies before starting it is requeued,
-    /// not failed.
+    /// never waits for the host between jobs (default 32; 0 disables).
+    /// Jobs are only sent ahead while no worker is idle, at most 1 MiB of
+    /// small jobs (or one job of up to 16 MiB) per worker, and a job sent
+    /// ahead is taken back (revoked) as soon as another worker is idle with
+    /// nothing queued, so it does not wait behind a long job. A job sent
+    /// ahead to a worker that dies before starting it is requeued, not
+    /// failed; its timeout starts when it starts. Jobs sent ahead still
+    /// count as queued in [`PoolStats`] and in [`max_queued`](Self::max_queued).
     pub fn prefetch(mut self, n: usize) -> Self {
         self.cfg.prefetch = n;
         self

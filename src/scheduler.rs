@@ -88,6 +88,8 @@ struct Job {
     started: bool,
     /// A revoke was sent for it.
     revoking: bool,
+    /// Size of its frame.
+    size: usize,
 }
 
 #[derive(PartialEq, Eq)]
@@ -109,6 +111,8 @@ struct Worker {
     sent: u64,
     /// Stop sending it jobs; close it once its in-flight jobs are done.
     retiring: bool,
+    /// Bytes of the jobs sent ahead and not started.
+    ahead_bytes: usize,
     idle_since: Instant,
 }
 
@@ -281,6 +285,7 @@ impl Scheduler {
                 inflight: VecDeque::new(),
                 sent: 0,
                 retiring: false,
+                ahead_bytes: 0,
                 idle_since: Instant::now(),
             },
         );
@@ -324,6 +329,7 @@ impl Scheduler {
             req.id,
             Job {
                 task: req.task,
+                size: req.frame.len(),
                 frame: Some(Arc::new(req.frame)),
                 slot: req.slot,
                 timeout: req.options.timeout.or(self.cfg.job_timeout),
@@ -487,6 +493,7 @@ impl Scheduler {
                 self.running = self.running.saturating_sub(1);
             } else {
                 self.ahead = self.ahead.saturating_sub(1);
+                w.ahead_bytes = w.ahead_bytes.saturating_sub(job.size);
             }
             self.resolve(&job.slot, result);
         }
@@ -552,8 +559,15 @@ impl Scheduler {
         job.started = true;
         job.revoking = false;
         job.slot.release_queue_place();
+        let size = job.size;
         self.ahead = self.ahead.saturating_sub(1);
         self.running += 1;
+        if let Some(w) = self.workers.get_mut(&uid) {
+            w.ahead_bytes = w.ahead_bytes.saturating_sub(size);
+        }
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
         if job.retries_left == 0 {
             job.frame = None;
         }
@@ -584,6 +598,8 @@ impl Scheduler {
         };
         w.inflight.remove(at);
         self.ahead = self.ahead.saturating_sub(1);
+        let size = self.jobs.get(&id).map_or(0, |j| j.size);
+        w.ahead_bytes = w.ahead_bytes.saturating_sub(size);
         if w.inflight.is_empty() {
             // Re-evaluate: idle again, or retired.
             self.after_job(uid);
@@ -788,6 +804,21 @@ impl Scheduler {
                 let Some(id) = self.next_queued() else {
                     return;
                 };
+                // Bound what waits inside a worker: one job of any size, or
+                // small ones up to AHEAD_BYTES in all.
+                let size = self
+                    .jobs
+                    .get(&id)
+                    .and_then(|j| j.frame.as_ref())
+                    .map_or(0, |f| f.len());
+                let fits = self.workers.get(&uid).is_some_and(|w| {
+                    w.ahead_bytes + size <= AHEAD_BYTES
+                        || (w.inflight.len() == 1 && size <= AHEAD_ONE_BYTES)
+                });
+                if !fits {
+                    self.requeue_front(&[id]);
+                    continue;
+                }
                 self.send_job(uid, id, true);
             }
         }
@@ -865,6 +896,7 @@ impl Scheduler {
             // It still counts as queued (and keeps its place in a bounded
             // queue) until the worker says it started.
             self.ahead += 1;
+            w.ahead_bytes += job.size;
         } else {
             job.slot.release_queue_place();
             self.running += 1;
@@ -1038,6 +1070,11 @@ impl Scheduler {
         }
     }
 }
+
+/// Small jobs may wait inside a worker up to this many bytes in all.
+const AHEAD_BYTES: usize = 1 << 20;
+/// A single job up to this size may always wait inside a worker.
+const AHEAD_ONE_BYTES: usize = 16 << 20;
 
 /// How often busy workers' memory is compared with the limit.
 const MEMORY_POLL: Duration = Duration::from_millis(20);

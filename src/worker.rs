@@ -274,10 +274,7 @@ impl Worker {
         let mut st = self.lock();
         st.reading = false;
         match msg {
-            ToWorker::Job { .. } | ToWorker::Batch { .. } => {
-                drop(msg);
-                st.queue.push_back(body);
-            }
+            ToWorker::Job { .. } | ToWorker::Batch { .. } => st.queue.push_back(body),
             ToWorker::Cancel { id } | ToWorker::Revoke { id } => {
                 let cancel = matches!(msg, ToWorker::Cancel { .. });
                 let queued = st
@@ -307,10 +304,7 @@ impl Worker {
         // Whether the current job's start notice went out with the
         // previous result.
         let mut announced = false;
-        loop {
-            let Ok(msg) = protocol::decode_to_worker(&job) else {
-                break;
-            };
+        while let Ok(msg) = protocol::decode_to_worker(&job) {
             let id = msg.id();
             if msg.is_ahead() && !announced {
                 // The host must know it started before it can run.
@@ -321,14 +315,10 @@ impl Worker {
             CURRENT_JOB.store(id, Ordering::Release);
             self.run_one(&msg, out, scratch);
             CURRENT_JOB.store(0, Ordering::Release);
-            drop(msg);
             let _ = std::io::stdout().flush();
-            let next = {
-                let mut st = self.lock();
-                let next = st.queue.pop_front();
-                st.running = next.is_some();
-                next
-            };
+            // `running` stays set until this result is written, so the
+            // other thread cannot start (and announce) a job before it.
+            let next = self.lock().queue.pop_front();
             match next {
                 Some(n) => {
                     announced = false;
@@ -345,10 +335,18 @@ impl Worker {
                 None => {
                     self.write(out);
                     out.clear();
-                    // Wake the other thread if it waits for a job we
-                    // might have left (it re-checks under the lock).
-                    self.wake.notify_one();
-                    break;
+                    let mut st = self.lock();
+                    match st.queue.pop_front() {
+                        // Arrived while we wrote: run it too.
+                        Some(n) => {
+                            announced = false;
+                            job = n;
+                        }
+                        None => {
+                            st.running = false;
+                            break;
+                        }
+                    }
                 }
             }
             if out.capacity() > (1 << 20) {
