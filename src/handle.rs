@@ -14,6 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::{Error, SerdeStage};
 use crate::scheduler::Command;
+use crate::stats::Shared;
 
 /// Identifies one submitted job within its pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,15 +55,19 @@ pub(crate) struct Slot {
     /// The job's place in a bounded queue: given back as soon as the job
     /// leaves the queue (dispatched, cancelled or failed).
     queue_place: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Where a cancel that wins is counted (exactly once per job: either
+    /// the cancel or the result wins the slot).
+    stats: Option<Arc<Shared>>,
 }
 
 impl Slot {
-    pub(crate) fn new(queue_place: Option<OwnedSemaphorePermit>) -> Arc<Self> {
+    pub(crate) fn new(queue_place: Option<OwnedSemaphorePermit>, stats: Arc<Shared>) -> Arc<Self> {
         Arc::new(Slot {
             state: AtomicU8::new(PENDING),
             result: Mutex::new(None),
             waker: AtomicWaker::new(),
             queue_place: Mutex::new(queue_place),
+            stats: Some(stats),
         })
     }
 
@@ -79,6 +84,7 @@ impl Slot {
             result: Mutex::new(Some(result)),
             waker: AtomicWaker::new(),
             queue_place: Mutex::new(None),
+            stats: None,
         })
     }
 
@@ -119,6 +125,9 @@ impl Slot {
             .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
+                if let Some(stats) = &self.stats {
+                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
                 self.release_queue_place();
                 self.waker.wake();
                 true

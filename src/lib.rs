@@ -164,6 +164,8 @@ mod pool;
 mod process;
 mod protocol;
 mod scheduler;
+#[cfg(feature = "tower")]
+mod service;
 mod stats;
 mod streams;
 mod sys;

@@ -260,7 +260,7 @@ impl ProcessPoolExecutor {
         options: JobOptions,
         permit: Option<OwnedSemaphorePermit>,
     ) -> RawHandle {
-        let slot = Slot::new(permit);
+        let slot = Slot::new(permit, self.inner.shared.clone());
         let req = JobRequest {
             id,
             task,

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +69,9 @@ pub(crate) struct Spawned {
     stdin: ChildStdin,
     reader: AsyncFrameReader<ChildStdout>,
     pub(crate) tail: SharedTail,
+    /// The job the worker is running (0: none), set by the scheduler, so
+    /// output lines can be attributed to it.
+    pub(crate) current_job: Arc<AtomicU64>,
     stderr_task: tokio::task::JoinHandle<()>,
 }
 
@@ -121,13 +125,21 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
     use std::os::fd::AsRawFd;
     crate::sys::set_pipe_size(stdin.as_raw_fd(), 1 << 20);
     let tail = SharedTail::default();
-    let stderr_task = tokio::spawn(pump_stderr(stderr, pid, tail.clone(), cfg.forward_output));
+    let current_job = Arc::new(AtomicU64::new(0));
+    let output = OutputSink {
+        pid,
+        tail: tail.clone(),
+        forward: cfg.forward_output,
+        current_job: current_job.clone(),
+    };
+    let stderr_task = tokio::spawn(pump_stderr(stderr, output));
     let mut spawned = Spawned {
         pid,
         child,
         stdin,
         reader: AsyncFrameReader::new(stdout, cfg.max_frame),
         tail,
+        current_job,
         stderr_task,
     };
     let start = async {
@@ -139,7 +151,10 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
     };
     let outcome = tokio::time::timeout(cfg.handshake_timeout, start).await;
     let failure = match outcome {
-        Ok(Ok(())) => return Ok(spawned),
+        Ok(Ok(())) => {
+            tracing::debug!(pid, "procpool worker started");
+            return Ok(spawned);
+        }
         Ok(Err(e)) => e,
         Err(_) => Handshake::Failed(format!(
             "no handshake within {:?}; does `main` call `procpool::init()` first?",
@@ -320,9 +335,17 @@ async fn run_initializer(w: &mut Spawned, init: &Initializer) -> Result<(), Hand
     }
 }
 
-/// Forwards a worker's stderr to the host's stderr, line by line, and keeps
-/// the last lines.
-async fn pump_stderr(mut stderr: ChildStderr, pid: u32, tail: SharedTail, forward: bool) {
+/// Where a worker's output lines go.
+struct OutputSink {
+    pid: u32,
+    tail: SharedTail,
+    forward: bool,
+    current_job: Arc<AtomicU64>,
+}
+
+/// Forwards a worker's stderr (which also carries what its tasks print to
+/// stdout) to the host's stderr, line by line, and keeps the last lines.
+async fn pump_stderr(mut stderr: ChildStderr, sink: OutputSink) {
     let mut buf = vec![0u8; 8192];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -333,27 +356,38 @@ async fn pump_stderr(mut stderr: ChildStderr, pid: u32, tail: SharedTail, forwar
         pending.extend_from_slice(&buf[..n]);
         while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=nl).collect();
-            emit_line(&line[..line.len() - 1], pid, &tail, forward);
+            sink.emit(&line[..line.len() - 1]);
         }
         if pending.len() > 64 * 1024 {
             let line = std::mem::take(&mut pending);
-            emit_line(&line, pid, &tail, forward);
+            sink.emit(&line);
         }
     }
     if !pending.is_empty() {
-        emit_line(&pending, pid, &tail, forward);
+        sink.emit(&pending);
     }
 }
 
-fn emit_line(line: &[u8], pid: u32, tail: &SharedTail, forward: bool) {
-    let line = String::from_utf8_lossy(line).into_owned();
-    if forward {
-        // `eprintln!` (not a raw write) so test harnesses capture it per
-        // test; a closed host stderr must not take the pool down.
-        let _ = std::panic::catch_unwind(|| eprintln!("[procpool worker {pid}] {line}"));
-    }
-    if let Ok(mut t) = tail.lock() {
-        t.push(line);
+impl OutputSink {
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line).into_owned();
+        let pid = self.pid;
+        let job = self.current_job.load(Ordering::Relaxed);
+        tracing::info!(target: "procpool::worker_output", pid, job, "{line}");
+        if self.forward {
+            // `eprintln!` (not a raw write) so test harnesses capture it per
+            // test; a closed host stderr must not take the pool down.
+            let _ = std::panic::catch_unwind(|| {
+                if job == 0 {
+                    eprintln!("[procpool worker {pid}] {line}");
+                } else {
+                    eprintln!("[procpool worker {pid} job {job}] {line}");
+                }
+            });
+        }
+        if let Ok(mut t) = self.tail.lock() {
+            t.push(line);
+        }
     }
 }
 
@@ -376,6 +410,8 @@ pub(crate) struct Link {
     pub(crate) frames: Option<mpsc::UnboundedSender<OutFrame>>,
     /// Dropping or firing it kills the worker's process group.
     pub(crate) kill: Option<oneshot::Sender<()>>,
+    /// The job it runs, for attributing its output.
+    pub(crate) current_job: Arc<AtomicU64>,
 }
 
 /// Starts the I/O task of a worker that completed its handshake.
@@ -391,6 +427,7 @@ where
         stdin,
         reader,
         tail,
+        current_job,
         stderr_task,
     } = w;
     tokio::spawn(async move {
@@ -421,6 +458,7 @@ where
     Link {
         frames: Some(frames_tx),
         kill: Some(kill_tx),
+        current_job,
     }
 }
 

@@ -90,6 +90,9 @@ struct Job {
     revoking: bool,
     /// Size of its frame.
     size: usize,
+    /// Its `procpool.job` tracing span (disabled unless a subscriber wants
+    /// it).
+    span: tracing::Span,
 }
 
 #[derive(PartialEq, Eq)]
@@ -330,6 +333,15 @@ impl Scheduler {
             Job {
                 task: req.task,
                 size: req.frame.len(),
+                span: {
+                    let span = tracing::debug_span!(
+                        "procpool.job",
+                        id = req.id.0,
+                        task = %crate::task::type_name_at(req.task)
+                    );
+                    span.in_scope(|| tracing::trace!("queued"));
+                    span
+                },
                 frame: Some(Arc::new(req.frame)),
                 slot: req.slot,
                 timeout: req.options.timeout.or(self.cfg.job_timeout),
@@ -353,14 +365,12 @@ impl Scheduler {
                 // Queued: forget it; the queue skips missing ids.
                 self.jobs.remove(&id);
                 self.waiting = self.waiting.saturating_sub(1);
-                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
             }
             Some(uid) => {
                 let started = job.started;
                 // The worker drops it if it has not started (and says so),
                 // or flags it for `cancelled()`.
                 self.send_control(uid, id, protocol::put_cancel);
-                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
                 if started {
                     let grace = self.cfg.cancel_grace;
                     self.timer(grace, Event::GraceOver { uid, job: id });
@@ -495,6 +505,8 @@ impl Scheduler {
                 self.ahead = self.ahead.saturating_sub(1);
                 w.ahead_bytes = w.ahead_bytes.saturating_sub(job.size);
             }
+            let ok = result.is_ok();
+            job.span.in_scope(|| tracing::debug!(ok, "finished"));
             self.resolve(&job.slot, result);
         }
         self.after_job(uid);
@@ -530,6 +542,7 @@ impl Scheduler {
         }
         w.state = WorkerState::Idle;
         w.idle_since = Instant::now();
+        w.link.current_job.store(0, Ordering::Relaxed);
         self.idle.push(uid);
     }
 
@@ -560,10 +573,12 @@ impl Scheduler {
         job.revoking = false;
         job.slot.release_queue_place();
         let size = job.size;
+        job.span.in_scope(|| tracing::debug!("started"));
         self.ahead = self.ahead.saturating_sub(1);
         self.running += 1;
         if let Some(w) = self.workers.get_mut(&uid) {
             w.ahead_bytes = w.ahead_bytes.saturating_sub(size);
+            w.link.current_job.store(id.0, Ordering::Relaxed);
         }
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
@@ -641,6 +656,16 @@ impl Scheduler {
         let Some(w) = self.workers.remove(&uid) else {
             return;
         };
+        if w.state == WorkerState::Leaving {
+            tracing::debug!(pid = w.pid, %status, "procpool worker exited");
+        } else {
+            tracing::warn!(
+                pid = w.pid,
+                %status,
+                jobs = w.inflight.len(),
+                "procpool worker died; replacing it"
+            );
+        }
         self.idle.retain(|&u| u != uid);
         self.shared.workers_alive.fetch_sub(1, Ordering::Relaxed);
         self.shared.set_pids(self.workers.values().map(|w| w.pid));
@@ -682,6 +707,8 @@ impl Scheduler {
                         stderr_tail: tail.clone(),
                     },
                 };
+                job.span
+                    .in_scope(|| tracing::debug!(error = %err, "failed"));
                 self.resolve(&job.slot, Err(err));
             }
         }
@@ -726,6 +753,9 @@ impl Scheduler {
         }
         let live = self.live_workers();
         let missing = self.desired_workers().saturating_sub(live + self.spawning);
+        if missing > 0 {
+            tracing::debug!(missing, "starting procpool workers");
+        }
         for _ in 0..missing {
             self.spawning += 1;
             let cfg = self.cfg.clone();
@@ -846,7 +876,6 @@ impl Scheduler {
             if !job.slot.is_pending() {
                 // Cancelled; its Cancel command is still on the way.
                 self.jobs.remove(&id);
-                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             return Some(id);
@@ -890,6 +919,11 @@ impl Scheduler {
         w.state = WorkerState::Busy;
         w.inflight.push_back(id);
         w.sent += 1;
+        job.span
+            .in_scope(|| tracing::debug!(worker_pid = w.pid, ahead, "dispatched"));
+        if !ahead {
+            w.link.current_job.store(id.0, Ordering::Relaxed);
+        }
         job.worker = Some(uid);
         job.started = !ahead;
         if ahead {
@@ -993,6 +1027,7 @@ impl Scheduler {
 
     fn kill_worker(&mut self, uid: u64) {
         if let Some(w) = self.workers.get_mut(&uid) {
+            tracing::debug!(pid = w.pid, "killing procpool worker");
             w.state = WorkerState::Leaving;
             w.link.frames = None;
             if let Some(k) = w.link.kill.take() {

@@ -112,15 +112,24 @@ pub static TASKS: [TaskEntry];
 
 /// Decodes the task, runs it, and appends the encoded output to `out`.
 fn run_task<T: Task>(payload: &[u8], out: &mut Vec<u8>) -> Result<(), RunFailure> {
-    let task: T = match postcard::take_from_bytes::<T>(payload) {
-        Ok((task, [])) => task,
-        Ok((_, rest)) => {
+    // A user's `Deserialize` may panic: that is a decode failure of this
+    // job, not a reason for the worker to die.
+    let decoded = catch_unwind(AssertUnwindSafe(|| postcard::take_from_bytes::<T>(payload)));
+    let task: T = match decoded {
+        Ok(Ok((task, []))) => task,
+        Ok(Ok((_, rest))) => {
             return Err(RunFailure::Failed(
                 FailStage::DecodeTask,
                 format!("{} bytes were left over after the task", rest.len()),
             ));
         }
-        Err(e) => return Err(RunFailure::Failed(FailStage::DecodeTask, e.to_string())),
+        Ok(Err(e)) => return Err(RunFailure::Failed(FailStage::DecodeTask, e.to_string())),
+        Err(p) => {
+            return Err(RunFailure::Failed(
+                FailStage::DecodeTask,
+                format!("deserializing panicked: {}", panic_message(p.as_ref())),
+            ));
+        }
     };
     let output = catch_unwind(AssertUnwindSafe(move || task.run()))
         .map_err(|p| RunFailure::Panicked(panic_message(p.as_ref())))?;
