@@ -6,7 +6,7 @@
 //! cannot take the host down, and a job can really be stopped. Jobs and
 //! results are `serde` types sent over pipes with `postcard`.
 //!
-//! ```no_run
+//! ```
 //! use procpool::{ProcessPoolExecutor, Task};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -27,6 +27,7 @@
 //!     let rt = tokio::runtime::Runtime::new().unwrap();
 //!     rt.block_on(async {
 //!         let pool = ProcessPoolExecutor::builder().workers(2).build().await.unwrap();
+//!         assert_eq!(pool.worker_pids().len(), 2);
 //!         let handle = pool.submit(Fib(30));
 //!         assert_eq!(handle.await.unwrap(), 832040);
 //!         pool.shutdown().await;
@@ -34,9 +35,9 @@
 //! }
 //! ```
 //!
-//! (This example is `no_run` because rustdoc runs doctests in a way that
-//! re-executing the test binary cannot serve as a worker; the same code is
-//! `examples/quickstart.rs`, which CI runs.)
+//! (This doctest really starts two worker processes: they are
+//! re-executions of the doctest binary, whose `main` starts with the guard.
+//! `examples/quickstart.rs` is a longer version that CI also runs.)
 //!
 //! # The pieces
 //!
@@ -145,6 +146,28 @@
 //! Frames are a 4-byte little-endian length and a body; the length is
 //! checked against [`Builder::max_frame_size`] before anything is allocated.
 //! Decoding a frame never runs code.
+//!
+//! # Security
+//!
+//! - Decoding a frame or a task never runs code (unlike pickle): postcard
+//!   only builds the declared types, and the frame decoders are fuzzed.
+//! - A worker is the host's own binary (by default `/proc/self/exe`, so the
+//!   very file the host runs), and the handshake checks that it is the same
+//!   build and protocol version.
+//! - A worker inherits the host's environment (plus `PROCPOOL_WORKER`, the
+//!   host's pid, and `PROCPOOL_MAX_FRAME`, both removed or read by
+//!   `init()`; adjust with [`Builder::env`], [`Builder::env_remove`],
+//!   [`Builder::env_clear`]), its working directory, and exactly three file
+//!   descriptors: stdin and stdout (the protocol) and stderr, all pipes to
+//!   the host. Everything Rust and tokio open is close-on-exec, and the
+//!   worker moves the protocol to private close-on-exec descriptors before
+//!   any job runs, so processes a task starts inherit none of them.
+//! - Workers start with core dumps disabled (`RLIMIT_CORE = 0`; see
+//!   [`Builder::core_dumps`]).
+//! - A task runs with the worker's privileges, which are the host's. A task
+//!   that deliberately writes to the protocol descriptors voids the
+//!   guarantees for its worker's jobs (the pool survives: the worker is
+//!   replaced).
 #![warn(
     missing_docs,
     missing_debug_implementations,

@@ -27,7 +27,7 @@ use crate::worker::{CORE_DUMPS_ENV, EXIT_MISSING_INIT, MARKER_ENV, MAX_FRAME_ENV
 /// How much unexpected stdout output the handshake scans for the magic.
 const HANDSHAKE_SCAN_LIMIT: usize = 64 * 1024;
 /// Lines of a worker's stderr kept for error reports.
-const TAIL_LINES: usize = 20;
+const TAIL_LINES: usize = 40;
 /// How long to wait for the rest of a dead worker's stderr.
 const STDERR_DRAIN: Duration = Duration::from_millis(250);
 

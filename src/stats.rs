@@ -107,7 +107,7 @@ pub struct PoolStats {
     pub respawns: u64,
     /// Workers retired by `max_tasks_per_worker` or `max_worker_rss`.
     pub recycled: u64,
-    /// Jobs run again after their worker died ([`JobOptions::retries`]
-    /// (crate::JobOptions::retries)).
+    /// Jobs run again after their worker died
+    /// ([`JobOptions::retries`](crate::JobOptions::retries)).
     pub retried: u64,
 }
