@@ -5,12 +5,14 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
 use serde::de::DeserializeOwned;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+use crate::progress::Progress;
 
 use crate::error::{Error, SerdeStage};
 use crate::scheduler::Command;
@@ -58,6 +60,8 @@ pub(crate) struct Slot {
     /// Where a cancel that wins is counted (exactly once per job: either
     /// the cancel or the result wins the slot).
     stats: Option<Arc<Shared>>,
+    /// The latest progress report, created when first reported or watched.
+    progress: OnceLock<watch::Sender<Option<Progress>>>,
 }
 
 impl Slot {
@@ -68,7 +72,16 @@ impl Slot {
             waker: AtomicWaker::new(),
             queue_place: Mutex::new(queue_place),
             stats: Some(stats),
+            progress: OnceLock::new(),
         })
+    }
+
+    fn progress_sender(&self) -> &watch::Sender<Option<Progress>> {
+        self.progress.get_or_init(|| watch::Sender::new(None))
+    }
+
+    pub(crate) fn set_progress(&self, p: Progress) {
+        self.progress_sender().send_replace(Some(p));
     }
 
     pub(crate) fn release_queue_place(&self) {
@@ -85,6 +98,7 @@ impl Slot {
             waker: AtomicWaker::new(),
             queue_place: Mutex::new(None),
             stats: None,
+            progress: OnceLock::new(),
         })
     }
 
@@ -214,6 +228,10 @@ impl RawHandle {
         self.link = None;
     }
 
+    pub(crate) fn progress(&self) -> watch::Receiver<Option<Progress>> {
+        self.slot.progress_sender().subscribe()
+    }
+
     pub(crate) fn poll_raw(&self, cx: &mut Context<'_>) -> Poll<RawResult> {
         self.slot.poll_result(cx)
     }
@@ -302,6 +320,14 @@ impl<T> JobHandle<T> {
     /// discarded. (Dropping the handle instead cancels the job.)
     pub fn detach(mut self) {
         self.raw.detach();
+    }
+
+    /// Watches the job's progress: the latest report the task made with
+    /// [`report_progress`](crate::report_progress) (`None` until the first).
+    /// The receiver can be moved to another task (for a progress bar) and
+    /// outlives the handle; it sees no changes once the job is over.
+    pub fn progress(&self) -> watch::Receiver<Option<Progress>> {
+        self.raw.progress()
     }
 
     /// Waits for the result from synchronous code, blocking the thread.

@@ -185,6 +185,7 @@ mod handle;
 mod options;
 mod pool;
 mod process;
+mod progress;
 mod protocol;
 mod scheduler;
 #[cfg(feature = "tower")]
@@ -199,6 +200,9 @@ pub use error::{Error, ExitStatus, SerdeStage};
 pub use handle::{JobHandle, JobId};
 pub use options::JobOptions;
 pub use pool::{Builder, ProcessPoolExecutor};
+pub use progress::{
+    Progress, report_progress, report_progress_message, set_worker_state, worker_state,
+};
 pub use stats::PoolStats;
 pub use streams::{AsCompleted, JobSet, MapStream, as_completed};
 pub use task::Task;

@@ -31,6 +31,7 @@ const PANICKED: u8 = 0x12;
 const FAILED: u8 = 0x13;
 const STARTED: u8 = 0x14;
 const REVOKED: u8 = 0x15;
+const PROGRESS: u8 = 0x16;
 
 /// Where in the worker a job failed without panicking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +227,13 @@ pub(crate) enum FromWorker {
         stage: FailStage,
         message: String,
     },
+    /// The running job reported progress.
+    Progress {
+        id: u64,
+        done: u64,
+        total: Option<u64>,
+        message: Option<String>,
+    },
     /// A job sent ahead has started.
     Started { id: u64 },
     /// A job sent ahead was given back without running (revoked, or
@@ -263,6 +271,23 @@ pub(crate) fn put_revoke(buf: &mut Vec<u8>, id: u64) {
 pub(crate) fn put_started(buf: &mut Vec<u8>, id: u64) {
     buf.push(STARTED);
     put_varint(buf, id);
+}
+
+pub(crate) fn put_progress(
+    buf: &mut Vec<u8>,
+    id: u64,
+    done: u64,
+    total: Option<u64>,
+    message: Option<&str>,
+) {
+    buf.push(PROGRESS);
+    put_varint(buf, id);
+    put_varint(buf, done);
+    put_varint(buf, total.map_or(0, |t| t.saturating_add(1)));
+    if let Some(m) = message {
+        buf.push(1);
+        buf.extend_from_slice(m.as_bytes());
+    }
 }
 
 pub(crate) fn put_revoked(buf: &mut Vec<u8>, id: u64) {
@@ -385,6 +410,22 @@ pub(crate) fn decode_from_worker(body: Vec<u8>) -> Result<FromWorker, String> {
                 id,
                 stage,
                 message: String::from_utf8_lossy(rest).into_owned(),
+            })
+        }
+        PROGRESS => {
+            let id = take_varint(&mut rest).ok_or_else(|| bad("progress"))?;
+            let done = take_varint(&mut rest).ok_or_else(|| bad("progress"))?;
+            let total = take_varint(&mut rest).ok_or_else(|| bad("progress"))?;
+            let message = match rest.split_first() {
+                None => None,
+                Some((1, m)) => Some(String::from_utf8_lossy(m).into_owned()),
+                Some(_) => return Err(bad("progress")),
+            };
+            Ok(FromWorker::Progress {
+                id,
+                done,
+                total: total.checked_sub(1),
+                message,
             })
         }
         STARTED | REVOKED => {

@@ -473,6 +473,18 @@ impl Scheduler {
                 (id, Err(err))
             }
             FromWorker::Started { id } => return self.on_started(uid, JobId(id)),
+            FromWorker::Progress {
+                id,
+                done,
+                total,
+                message,
+            } => {
+                if let Some(job) = self.jobs.get(&JobId(id)) {
+                    let p = crate::progress::Progress::new(done, total, message);
+                    job.slot.set_progress(p);
+                }
+                return;
+            }
             FromWorker::Revoked { id } => return self.on_revoked(uid, JobId(id)),
             FromWorker::Hello { .. } => {
                 self.protocol_violation(uid, "a second handshake".into());

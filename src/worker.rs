@@ -117,6 +117,11 @@ pub(crate) fn refuse_pool_in_unguarded_worker() {
     sys::exit_now(EXIT_MISSING_INIT);
 }
 
+/// The id of the job this worker is running (0: none).
+pub(crate) fn current_job() -> u64 {
+    CURRENT_JOB.load(Ordering::Acquire)
+}
+
 /// Whether the job running in this worker has been asked to stop.
 ///
 /// A long task can poll this from [`Task::run`](crate::Task::run) and return
@@ -164,6 +169,15 @@ fn serve(max_frame: usize) -> i32 {
         output: Mutex::new(output),
         max_frame,
     });
+    let sink = ctx.clone();
+    let _ = crate::progress::SINK.set(Box::new(move |id, done, total, message| {
+        let mut f = Vec::with_capacity(32);
+        frame::begin(&mut f);
+        protocol::put_progress(&mut f, id, done, total, message);
+        if frame::finish(&mut f, sink.max_frame).is_ok() {
+            sink.write(&f);
+        }
+    }));
     let other = ctx.clone();
     if std::thread::Builder::new()
         .name("procpool-worker-2".into())

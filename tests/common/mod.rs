@@ -1118,3 +1118,55 @@ pub fn tagged_processes(tag: &str) -> Vec<u32> {
 pub fn figures(test: &str, jobs: u64, faults: u64) {
     eprintln!("CHAOS-FIGURES test={test} jobs={jobs} faults={faults}");
 }
+
+/// An initializer that builds per-worker state.
+#[derive(Serialize, Deserialize)]
+pub struct LoadModel {
+    pub weight: u64,
+}
+pub struct Model {
+    pub weight: u64,
+    pub uses: std::sync::atomic::AtomicU64,
+}
+impl Task for LoadModel {
+    type Output = ();
+    fn run(self) {
+        procpool::set_worker_state(Model {
+            weight: self.weight,
+            uses: std::sync::atomic::AtomicU64::new(0),
+        });
+    }
+}
+procpool::register!(LoadModel);
+
+/// Uses the per-worker model: returns (pid, weight, how many tasks used
+/// this worker's model before).
+#[derive(Serialize, Deserialize)]
+pub struct UseModel;
+impl Task for UseModel {
+    type Output = (u32, u64, u64);
+    fn run(self) -> (u32, u64, u64) {
+        let model = procpool::worker_state::<Model>().expect("the initializer stored a model");
+        let uses = model.uses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (std::process::id(), model.weight, uses)
+    }
+}
+procpool::register!(UseModel);
+
+/// Reports progress over `steps` steps of `step_ms` each.
+#[derive(Serialize, Deserialize)]
+pub struct Steps {
+    pub steps: u64,
+    pub step_ms: u64,
+}
+impl Task for Steps {
+    type Output = u64;
+    fn run(self) -> u64 {
+        for i in 1..=self.steps {
+            std::thread::sleep(Duration::from_millis(self.step_ms));
+            procpool::report_progress_message(i, Some(self.steps), &format!("step {i}"));
+        }
+        self.steps
+    }
+}
+procpool::register!(Steps);
