@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use crate::progress::Progress;
 
@@ -62,6 +62,9 @@ pub(crate) struct Slot {
     stats: Option<Arc<Shared>>,
     /// The latest progress report, created when first reported or watched.
     progress: OnceLock<watch::Sender<Option<Progress>>>,
+    /// Where a streaming job's items go; dropped when the job is over,
+    /// which ends the item stream.
+    items: Mutex<Option<mpsc::UnboundedSender<Encoded>>>,
 }
 
 impl Slot {
@@ -73,7 +76,35 @@ impl Slot {
             queue_place: Mutex::new(queue_place),
             stats: Some(stats),
             progress: OnceLock::new(),
+            items: Mutex::new(None),
         })
+    }
+
+    /// A slot for a streaming job, with the channel its items go to.
+    pub(crate) fn new_streaming(
+        queue_place: Option<OwnedSemaphorePermit>,
+        stats: Arc<Shared>,
+        items: mpsc::UnboundedSender<Encoded>,
+    ) -> Arc<Self> {
+        let slot = Slot::new(queue_place, stats);
+        if let Ok(mut i) = slot.items.lock() {
+            *i = Some(items);
+        }
+        slot
+    }
+
+    pub(crate) fn push_item(&self, item: Encoded) {
+        if let Ok(i) = self.items.lock() {
+            if let Some(tx) = i.as_ref() {
+                let _ = tx.send(item);
+            }
+        }
+    }
+
+    fn end_items(&self) {
+        if let Ok(mut i) = self.items.lock() {
+            i.take();
+        }
     }
 
     fn progress_sender(&self) -> &watch::Sender<Option<Progress>> {
@@ -99,6 +130,7 @@ impl Slot {
             queue_place: Mutex::new(None),
             stats: None,
             progress: OnceLock::new(),
+            items: Mutex::new(None),
         })
     }
 
@@ -124,6 +156,7 @@ impl Slot {
             Err(_) => return false,
         }
         self.release_queue_place();
+        self.end_items();
         self.waker.wake();
         true
     }
@@ -143,6 +176,7 @@ impl Slot {
                     stats.cancelled.fetch_add(1, Ordering::Relaxed);
                 }
                 self.release_queue_place();
+                self.end_items();
                 self.waker.wake();
                 true
             }
@@ -226,6 +260,10 @@ impl RawHandle {
 
     pub(crate) fn detach(&mut self) {
         self.link = None;
+    }
+
+    pub(crate) fn slot(&self) -> &Arc<Slot> {
+        &self.slot
     }
 
     pub(crate) fn progress(&self) -> watch::Receiver<Option<Progress>> {
@@ -380,5 +418,85 @@ pub(crate) fn decode_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error
             type_name: std::any::type_name::<T>().to_owned(),
             message: e.to_string(),
         }),
+    }
+}
+
+/// The items of a [`StreamTask`](crate::StreamTask) job, as a `Stream`,
+/// from [`ProcessPoolExecutor::submit_stream`](crate::ProcessPoolExecutor::submit_stream).
+///
+/// Items arrive in the order the task emitted them. The stream ends when
+/// the job is over; the job's final output (or error) is on its
+/// [`JobHandle`]. Consuming an item lets the worker emit another: at most
+/// 16 items wait on the host, so a slow consumer slows the producer.
+///
+/// Dropping the stream before it ends cancels the job (as dropping the
+/// handle does); the task sees [`Emitter::emit`](crate::Emitter::emit)
+/// return `false`.
+#[must_use = "streams do nothing unless polled; dropping this one cancels the job"]
+pub struct ItemStream<T> {
+    id: JobId,
+    rx: mpsc::UnboundedReceiver<Encoded>,
+    slot: Arc<Slot>,
+    link: CancelLink,
+    /// Items consumed but not yet credited back to the worker.
+    owed: u64,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for ItemStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ItemStream").field("id", &self.id).finish()
+    }
+}
+
+impl<T> ItemStream<T> {
+    pub(crate) fn new(
+        id: JobId,
+        rx: mpsc::UnboundedReceiver<Encoded>,
+        slot: Arc<Slot>,
+        link: CancelLink,
+    ) -> Self {
+        ItemStream {
+            id,
+            rx,
+            slot,
+            link,
+            owed: 0,
+            _item: PhantomData,
+        }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+}
+
+impl<T: DeserializeOwned> futures::Stream for ItemStream<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(enc)) => {
+                // The item left the host's buffer: the worker may emit one
+                // more. Credits go back in small batches.
+                self.owed += 1;
+                if self.owed >= 8 || self.rx.is_empty() {
+                    let n = std::mem::take(&mut self.owed);
+                    let _ = self.link.commands.send(Command::Credit(self.id, n));
+                }
+                Poll::Ready(Some(decode::<T>(enc)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Drop for ItemStream<T> {
+    fn drop(&mut self) {
+        if self.slot.is_pending() && self.slot.cancel() {
+            let _ = self.link.commands.send(Command::Cancel(self.id));
+        }
     }
 }

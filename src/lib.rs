@@ -197,7 +197,7 @@ mod task;
 mod worker;
 
 pub use error::{Error, ExitStatus, SerdeStage};
-pub use handle::{JobHandle, JobId};
+pub use handle::{ItemStream, JobHandle, JobId};
 pub use options::JobOptions;
 pub use pool::{Builder, ProcessPoolExecutor};
 pub use progress::{
@@ -205,7 +205,7 @@ pub use progress::{
 };
 pub use stats::PoolStats;
 pub use streams::{AsCompleted, JobSet, MapStream, as_completed};
-pub use task::Task;
+pub use task::{Emitter, StreamTask, Task};
 pub use worker::{cancelled, init};
 
 /// Support items for the macros; not a public API.

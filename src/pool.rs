@@ -14,14 +14,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, onesho
 use crate::config::{self, Config};
 use crate::error::{Error, SerdeStage};
 use crate::frame;
-use crate::handle::{CancelLink, JobHandle, JobId, RawHandle, Slot};
+use crate::handle::{CancelLink, ItemStream, JobHandle, JobId, RawHandle, Slot};
 use crate::options::JobOptions;
 use crate::protocol;
 use crate::scheduler::{self, Command, JobRequest};
 use crate::stats::{PoolStats, Shared};
 use crate::streams::MapStream;
-use crate::task::{self, Task};
+use crate::task::{self, StreamTask, Task};
 use futures::Stream;
+use serde::Serialize;
 
 /// A pool of worker processes that run [`Task`]s.
 ///
@@ -202,18 +203,55 @@ impl ProcessPoolExecutor {
         options: JobOptions,
         permit: Option<OwnedSemaphorePermit>,
     ) -> RawHandle {
-        let encoded = self.check_open().and_then(|()| {
-            let index = task::index_of::<T>()?;
-            let mut buf = Vec::with_capacity(64);
-            frame::begin(&mut buf);
-            protocol::put_job_header(&mut buf, id.0, index);
-            let buf = encode_into::<T>(task, buf, self.inner.max_frame)?;
-            Ok((index, buf))
-        });
-        match encoded {
+        match self.encode_job(id, task) {
             Ok((index, frame)) => self.enqueue(id, index, frame, options, permit),
             Err(e) => RawHandle::failed(id, e),
         }
+    }
+
+    /// Submits a [`StreamTask`]: returns the stream of the items it emits
+    /// and the handle of its final output.
+    ///
+    /// The two share the job: dropping either before the job is over
+    /// cancels it (call [`JobHandle::detach`] to consume only the items).
+    /// Errors known at submit time resolve the handle at once and end the
+    /// stream, as for [`submit`](Self::submit).
+    pub fn submit_stream<T: StreamTask>(
+        &self,
+        task: T,
+    ) -> (ItemStream<T::Item>, JobHandle<T::Output>) {
+        let id = self.next_id();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let encoded = self
+            .queue_permit()
+            .and_then(|permit| Ok((permit, self.encode_job(id, &task)?)));
+        let link = CancelLink {
+            commands: self.inner.commands.clone(),
+        };
+        let raw = match encoded {
+            Ok((permit, (index, frame))) => {
+                let slot = Slot::new_streaming(permit, self.inner.shared.clone(), tx);
+                self.send_request(id, index, frame, JobOptions::default(), slot)
+            }
+            Err(e) => RawHandle::failed(id, e),
+        };
+        let stream = ItemStream::new(id, rx, raw.slot().clone(), link);
+        (stream, JobHandle::from_raw(raw))
+    }
+
+    fn encode_job<T: Serialize + 'static>(
+        &self,
+        id: JobId,
+        task: &T,
+    ) -> Result<(u32, Vec<u8>), Error> {
+        self.check_open()?;
+        let index = task::index_of::<T>()?;
+        let mut buf = Vec::with_capacity(64);
+        frame::begin(&mut buf);
+        protocol::put_job_header(&mut buf, id.0, index);
+        let mut buf = postcard::to_extend(task, buf).map_err(|e| encode_error::<T>(&e))?;
+        finish_frame::<T>(&mut buf, self.inner.max_frame)?;
+        Ok((index, buf))
     }
 
     /// Submits `tasks` as one batch job: one frame, run one after another by
@@ -261,6 +299,17 @@ impl ProcessPoolExecutor {
         permit: Option<OwnedSemaphorePermit>,
     ) -> RawHandle {
         let slot = Slot::new(permit, self.inner.shared.clone());
+        self.send_request(id, task, frame, options, slot)
+    }
+
+    fn send_request(
+        &self,
+        id: JobId,
+        task: u32,
+        frame: Vec<u8>,
+        options: JobOptions,
+        slot: Arc<Slot>,
+    ) -> RawHandle {
         let req = JobRequest {
             id,
             task,

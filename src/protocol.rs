@@ -25,6 +25,7 @@ const BATCH: u8 = 3;
 const JOB_AHEAD: u8 = 4;
 const BATCH_AHEAD: u8 = 5;
 const REVOKE: u8 = 6;
+const CREDIT: u8 = 7;
 const HELLO: u8 = 0x10;
 const DONE: u8 = 0x11;
 const PANICKED: u8 = 0x12;
@@ -32,6 +33,7 @@ const FAILED: u8 = 0x13;
 const STARTED: u8 = 0x14;
 const REVOKED: u8 = 0x15;
 const PROGRESS: u8 = 0x16;
+const ITEM: u8 = 0x17;
 
 /// Where in the worker a job failed without panicking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,8 @@ pub(crate) enum ToWorker<'a> {
     Cancel { id: u64 },
     /// Give job `id` back if it has not started (another worker is idle).
     Revoke { id: u64 },
+    /// The host consumed `n` more items of streaming job `id`.
+    Credit { id: u64, n: u64 },
     /// Run the task at index `task` on each of `count` length-prefixed
     /// payloads in `items`, in order.
     Batch {
@@ -97,7 +101,8 @@ impl ToWorker<'_> {
             ToWorker::Job { id, .. }
             | ToWorker::Batch { id, .. }
             | ToWorker::Cancel { id }
-            | ToWorker::Revoke { id } => *id,
+            | ToWorker::Revoke { id }
+            | ToWorker::Credit { id, .. } => *id,
         }
     }
 
@@ -227,6 +232,12 @@ pub(crate) enum FromWorker {
         stage: FailStage,
         message: String,
     },
+    /// The running streaming job emitted an item: `body[offset..]`.
+    Item {
+        id: u64,
+        body: Vec<u8>,
+        offset: usize,
+    },
     /// The running job reported progress.
     Progress {
         id: u64,
@@ -260,6 +271,18 @@ pub(crate) fn put_batch_header(buf: &mut Vec<u8>, id: u64, task: u32, count: u64
 
 pub(crate) fn put_cancel(buf: &mut Vec<u8>, id: u64) {
     buf.push(CANCEL);
+    put_varint(buf, id);
+}
+
+pub(crate) fn put_credit(buf: &mut Vec<u8>, id: u64, n: u64) {
+    buf.push(CREDIT);
+    put_varint(buf, id);
+    put_varint(buf, n);
+}
+
+/// Writes the fields of an item frame; the caller appends the item.
+pub(crate) fn put_item_header(buf: &mut Vec<u8>, id: u64) {
+    buf.push(ITEM);
     put_varint(buf, id);
 }
 
@@ -351,6 +374,14 @@ pub(crate) fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, String> {
                 ahead: kind == BATCH_AHEAD,
             })
         }
+        CREDIT => {
+            let id = take_varint(&mut rest).ok_or("a credit frame with a bad id")?;
+            let n = take_varint(&mut rest).ok_or("a credit frame with a bad count")?;
+            if !rest.is_empty() {
+                return Err("a credit frame with trailing bytes".into());
+            }
+            Ok(ToWorker::Credit { id, n })
+        }
         CANCEL | REVOKE => {
             let id = take_varint(&mut rest).ok_or("a cancel frame with a bad id")?;
             if !rest.is_empty() {
@@ -411,6 +442,11 @@ pub(crate) fn decode_from_worker(body: Vec<u8>) -> Result<FromWorker, String> {
                 stage,
                 message: String::from_utf8_lossy(rest).into_owned(),
             })
+        }
+        ITEM => {
+            let id = take_varint(&mut rest).ok_or_else(|| bad("item"))?;
+            let offset = body.len() - rest.len();
+            Ok(FromWorker::Item { id, body, offset })
         }
         PROGRESS => {
             let id = take_varint(&mut rest).ok_or_else(|| bad("progress"))?;

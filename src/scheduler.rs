@@ -37,6 +37,8 @@ pub(crate) struct JobRequest {
 pub(crate) enum Command {
     Submit(JobRequest),
     Cancel(JobId),
+    /// The consumer of a streaming job took `n` items.
+    Credit(JobId, u64),
     /// Finish queued and running jobs, then stop the workers.
     Shutdown {
         done: oneshot::Sender<()>,
@@ -301,6 +303,23 @@ impl Scheduler {
         match cmd {
             Command::Submit(req) => self.on_submit(req),
             Command::Cancel(id) => self.on_cancel(id),
+            Command::Credit(id, n) => {
+                if let Some(uid) = self.jobs.get(&id).and_then(|j| j.worker) {
+                    if let Some(frames) =
+                        self.workers.get(&uid).and_then(|w| w.link.frames.as_ref())
+                    {
+                        let mut f = Vec::with_capacity(24);
+                        crate::frame::begin(&mut f);
+                        protocol::put_credit(&mut f, id.0, n);
+                        if crate::frame::finish(&mut f, usize::MAX).is_ok() {
+                            let _ = frames.send(OutFrame {
+                                bytes: Arc::new(f),
+                                ahead: false,
+                            });
+                        }
+                    }
+                }
+            }
             Command::Shutdown { done } => {
                 self.waiters.push(done);
                 if self.mode == Mode::Running {
@@ -473,6 +492,12 @@ impl Scheduler {
                 (id, Err(err))
             }
             FromWorker::Started { id } => return self.on_started(uid, JobId(id)),
+            FromWorker::Item { id, body, offset } => {
+                if let Some(job) = self.jobs.get(&JobId(id)) {
+                    job.slot.push_item(Encoded { body, offset });
+                }
+                return;
+            }
             FromWorker::Progress {
                 id,
                 done,

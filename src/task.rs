@@ -59,6 +59,69 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     fn run(self) -> Self::Output;
 }
 
+/// A task that emits many items while it runs (a generator, in Python
+/// terms), then returns a final output.
+///
+/// Submit it with
+/// [`ProcessPoolExecutor::submit_stream`](crate::ProcessPoolExecutor::submit_stream),
+/// which returns an [`ItemStream`](crate::ItemStream) of the items and a
+/// [`JobHandle`](crate::JobHandle) of the output. Flow control is built in:
+/// [`Emitter::emit`] blocks while the host holds 16 unconsumed items, so a
+/// slow consumer slows the producer instead of growing memory. Register
+/// the type with [`register_stream!`](crate::register_stream).
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Countdown(u32);
+///
+/// impl procpool::StreamTask for Countdown {
+///     type Item = u32;
+///     type Output = &'static str;
+///     fn run(self, items: &mut procpool::Emitter<u32>) -> &'static str {
+///         for i in (1..=self.0).rev() {
+///             if !items.emit(i) {
+///                 return "stopped"; // the consumer went away
+///             }
+///         }
+///         "liftoff"
+///     }
+/// }
+/// procpool::register_stream!(Countdown);
+/// ```
+pub trait StreamTask: Serialize + DeserializeOwned + Send + 'static {
+    /// What the task emits while it runs.
+    type Item: Serialize + DeserializeOwned + Send + 'static;
+    /// What it returns at the end.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Runs the task inside a worker, emitting items through `items`.
+    fn run(self, items: &mut Emitter<Self::Item>) -> Self::Output;
+}
+
+/// Sends the items of a [`StreamTask`] to the host.
+#[derive(Debug)]
+pub struct Emitter<T> {
+    _item: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T: Serialize> Emitter<T> {
+    /// Sends `item` to the host, first waiting while the host holds as
+    /// many unconsumed items as the flow-control window allows.
+    ///
+    /// Returns `false` if the job was cancelled (for example the host
+    /// dropped the item stream): stop producing and return.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `item` fails to serialize (the job then fails with
+    /// [`Error::Panicked`] naming the serialization error).
+    pub fn emit(&mut self, item: T) -> bool {
+        crate::worker::emit_item(&item)
+    }
+}
+
 /// Why a task failed inside the worker without killing it.
 pub(crate) enum RunFailure {
     Panicked(String),
@@ -85,6 +148,17 @@ impl std::fmt::Debug for TaskEntry {
 }
 
 impl TaskEntry {
+    /// The entry for streaming task type `T`, registered at `file:line`.
+    pub const fn new_stream<T: StreamTask>(file: &'static str, line: u32) -> Self {
+        TaskEntry {
+            type_name: std::any::type_name::<T>,
+            type_id: TypeId::of::<T>,
+            run: run_stream_task::<T>,
+            file,
+            line,
+        }
+    }
+
     /// The entry for task type `T`, registered at `file:line`.
     pub const fn new<T: Task>(file: &'static str, line: u32) -> Self {
         TaskEntry {
@@ -112,6 +186,27 @@ pub static TASKS: [TaskEntry];
 
 /// Decodes the task, runs it, and appends the encoded output to `out`.
 fn run_task<T: Task>(payload: &[u8], out: &mut Vec<u8>) -> Result<(), RunFailure> {
+    run_decoded::<T, T::Output>(payload, out, T::run)
+}
+
+fn run_stream_task<T: StreamTask>(payload: &[u8], out: &mut Vec<u8>) -> Result<(), RunFailure> {
+    run_decoded::<T, T::Output>(payload, out, |t| {
+        let mut items = Emitter {
+            _item: std::marker::PhantomData,
+        };
+        t.run(&mut items)
+    })
+}
+
+fn run_decoded<T, O>(
+    payload: &[u8],
+    out: &mut Vec<u8>,
+    run: impl FnOnce(T) -> O,
+) -> Result<(), RunFailure>
+where
+    T: DeserializeOwned,
+    O: Serialize,
+{
     // A user's `Deserialize` may panic: that is a decode failure of this
     // job, not a reason for the worker to die.
     let decoded = catch_unwind(AssertUnwindSafe(|| postcard::take_from_bytes::<T>(payload)));
@@ -131,7 +226,7 @@ fn run_task<T: Task>(payload: &[u8], out: &mut Vec<u8>) -> Result<(), RunFailure
             ));
         }
     };
-    let output = catch_unwind(AssertUnwindSafe(move || task.run()))
+    let output = catch_unwind(AssertUnwindSafe(move || run(task)))
         .map_err(|p| RunFailure::Panicked(panic_message(p.as_ref())))?;
     let start = out.len();
     let encoded = catch_unwind(AssertUnwindSafe(|| {
@@ -214,7 +309,7 @@ fn index() -> &'static Index {
 }
 
 /// The wire key of task type `T`.
-pub(crate) fn index_of<T: Task>() -> Result<u32, Error> {
+pub(crate) fn index_of<T: 'static>() -> Result<u32, Error> {
     index()
         .by_type
         .get(&TypeId::of::<T>())
@@ -302,6 +397,20 @@ macro_rules! register {
             #[linkme(crate = $crate::__private::linkme)]
             static ENTRY: $crate::__private::TaskEntry =
                 $crate::__private::TaskEntry::new::<$task>(::core::file!(), ::core::line!());
+        };
+    };
+}
+
+/// Registers a [`StreamTask`] type so worker processes can run it (the
+/// [`register!`](crate::register) of streaming tasks).
+#[macro_export]
+macro_rules! register_stream {
+    ($task:ty) => {
+        const _: () = {
+            #[$crate::__private::linkme::distributed_slice($crate::__private::TASKS)]
+            #[linkme(crate = $crate::__private::linkme)]
+            static ENTRY: $crate::__private::TaskEntry =
+                $crate::__private::TaskEntry::new_stream::<$task>(::core::file!(), ::core::line!());
         };
     };
 }

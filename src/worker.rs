@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::frame::{self, SyncFrameReader};
 use crate::protocol::{self, FailStage, ToWorker};
@@ -117,6 +117,65 @@ pub(crate) fn refuse_pool_in_unguarded_worker() {
     sys::exit_now(EXIT_MISSING_INIT);
 }
 
+/// Items a streaming job may emit before the host consumes them.
+const ITEM_WINDOW: u64 = 16;
+/// (job, credits): how many more items the current streaming job may emit.
+static CREDITS: Mutex<(u64, u64)> = Mutex::new((0, 0));
+static CREDIT_WAKE: Condvar = Condvar::new();
+/// The running worker, for frames sent from inside a job (items).
+static WORKER: OnceLock<Arc<Worker>> = OnceLock::new();
+
+/// Sends one item of the running streaming job, waiting for flow-control
+/// credit first. Returns false if the job was cancelled.
+pub(crate) fn emit_item<T: serde::Serialize>(item: &T) -> bool {
+    let Some(w) = WORKER.get() else {
+        return false;
+    };
+    let job = current_job();
+    if job == 0 {
+        return false;
+    }
+    {
+        let mut c = CREDITS.lock().unwrap_or_else(|p| p.into_inner());
+        if c.0 != job {
+            *c = (job, ITEM_WINDOW);
+        }
+        while c.1 == 0 {
+            if cancelled() {
+                return false;
+            }
+            c = CREDIT_WAKE
+                .wait_timeout(c, std::time::Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        if cancelled() {
+            return false;
+        }
+        c.1 -= 1;
+    }
+    let mut f = Vec::with_capacity(64);
+    frame::begin(&mut f);
+    protocol::put_item_header(&mut f, job);
+    let mut f = match postcard::to_extend(item, f) {
+        Ok(f) => f,
+        Err(e) => panic!("a streamed item failed to serialize: {e}"),
+    };
+    if let Err(e) = frame::finish(&mut f, w.max_frame) {
+        panic!("a streamed item is too large: {e}");
+    }
+    w.write(&f);
+    true
+}
+
+fn add_credit(id: u64, n: u64) {
+    let mut c = CREDITS.lock().unwrap_or_else(|p| p.into_inner());
+    if c.0 == id {
+        c.1 = c.1.saturating_add(n);
+        CREDIT_WAKE.notify_all();
+    }
+}
+
 /// The id of the job this worker is running (0: none).
 pub(crate) fn current_job() -> u64 {
     CURRENT_JOB.load(Ordering::Acquire)
@@ -178,6 +237,7 @@ fn serve(max_frame: usize) -> i32 {
             sink.write(&f);
         }
     }));
+    let _ = WORKER.set(ctx.clone());
     let other = ctx.clone();
     if std::thread::Builder::new()
         .name("procpool-worker-2".into())
@@ -306,8 +366,11 @@ impl Worker {
                     }
                 } else if cancel {
                     CANCELLED_JOB.store(id, Ordering::Release);
+                    // A streaming job may wait for credit: let it see this.
+                    CREDIT_WAKE.notify_all();
                 }
             }
+            ToWorker::Credit { id, n } => add_credit(id, n),
         }
     }
 
@@ -387,7 +450,7 @@ impl Worker {
                 }
             }
             ToWorker::Batch { task, items, .. } => run_batch(task, items, out, scratch),
-            ToWorker::Cancel { .. } | ToWorker::Revoke { .. } => {}
+            ToWorker::Cancel { .. } | ToWorker::Revoke { .. } | ToWorker::Credit { .. } => {}
         }
         if let Err(e) = frame::finish(&mut out[start..], self.max_frame) {
             out.truncate(start);
