@@ -78,14 +78,14 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
 ///
 /// impl procpool::StreamTask for Countdown {
 ///     type Item = u32;
-///     type Output = &'static str;
-///     fn run(self, items: &mut procpool::Emitter<u32>) -> &'static str {
+///     type Output = String;
+///     fn run(self, items: &mut procpool::Emitter<u32>) -> String {
 ///         for i in (1..=self.0).rev() {
 ///             if !items.emit(i) {
-///                 return "stopped"; // the consumer went away
+///                 return "stopped".into(); // the consumer went away
 ///             }
 ///         }
-///         "liftoff"
+///         "liftoff".into()
 ///     }
 /// }
 /// procpool::register_stream!(Countdown);
