@@ -49,6 +49,21 @@
 //!   `Result<T, Error>`.
 //! - [`Error`]: one enum that says what happened to a job.
 //!
+//! # Which kind of task
+//!
+//! - [`Task`]: one value in, one value out. Most work. Long ones can call
+//!   [`report_progress`] (seen on [`JobHandle::progress`]) and poll
+//!   [`cancelled()`].
+//! - [`StreamTask`]: emits many items while it runs, then returns; the host
+//!   gets an [`ItemStream`] with flow control (a slow consumer pauses the
+//!   producer). For generators, partial results, long scans.
+//! - Many small tasks: [`ProcessPoolExecutor::map`] with
+//!   [`MapStream::chunk_size`] sends them in batches, one frame each.
+//! - Something expensive every task needs (a model, a cache, a
+//!   connection): build it once per worker in the
+//!   [initializer](Builder::initializer) with [`set_worker_state`] and read
+//!   it with [`worker_state`].
+//!
 //! # What happens when things go wrong
 //!
 //! - A task that panics fails its job with [`Error::Panicked`]; the worker
