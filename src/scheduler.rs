@@ -141,8 +141,8 @@ pub(crate) struct Scheduler {
     shared: Arc<Shared>,
     events_tx: mpsc::UnboundedSender<Event>,
     queue: VecDeque<JobId>,
-    jobs: HashMap<JobId, Job>,
-    workers: HashMap<u64, Worker>,
+    jobs: HashMap<JobId, Job, IdHash>,
+    workers: HashMap<u64, Worker, IdHash>,
     idle: Vec<u64>,
     next_uid: u64,
     spawning: usize,
@@ -172,8 +172,8 @@ pub(crate) async fn run(
         shared,
         events_tx,
         queue: VecDeque::new(),
-        jobs: HashMap::new(),
-        workers: HashMap::new(),
+        jobs: HashMap::default(),
+        workers: HashMap::default(),
         idle: Vec::new(),
         next_uid: 0,
         spawning: 0,
@@ -849,44 +849,49 @@ impl Scheduler {
             self.send_job(uid, id, false);
         }
         // Then keep up to `prefetch` jobs waiting inside each busy worker,
-        // so it never waits for the host between jobs. Round by round, so
-        // the workers share the queue evenly.
-        for depth in 1..=self.cfg.prefetch {
-            if !self.has_queued() {
-                break;
-            }
-            let mut uids: Vec<u64> = self
+        // so it never waits for the host between jobs. Round by round, the
+        // emptiest first, so the workers share the queue evenly.
+        if self.cfg.prefetch > 0 && self.has_queued() {
+            let mut room: Vec<(usize, u64)> = self
                 .workers
                 .iter()
                 .filter(|(_, w)| {
                     w.state == WorkerState::Busy
                         && !w.retiring
-                        && w.inflight.len() == depth
+                        && w.inflight.len() <= self.cfg.prefetch
                         && self.cfg.max_tasks_per_worker.is_none_or(|n| w.sent < n)
                 })
-                .map(|(&uid, _)| uid)
+                .map(|(&uid, w)| (w.inflight.len(), uid))
                 .collect();
-            uids.sort_unstable();
-            for uid in uids {
-                let Some(id) = self.next_queued() else {
-                    return;
-                };
-                // Bound what waits inside a worker: one job of any size, or
-                // small ones up to AHEAD_BYTES in all.
-                let size = self
-                    .jobs
-                    .get(&id)
-                    .and_then(|j| j.frame.as_ref())
-                    .map_or(0, |f| f.len());
-                let fits = self.workers.get(&uid).is_some_and(|w| {
-                    w.ahead_bytes + size <= AHEAD_BYTES
-                        || (w.inflight.len() == 1 && size <= AHEAD_ONE_BYTES)
-                });
-                if !fits {
-                    self.requeue_front(&[id]);
-                    continue;
+            room.sort_unstable();
+            'rounds: loop {
+                let mut sent_any = false;
+                for (depth, uid) in room.iter_mut() {
+                    if *depth > self.cfg.prefetch {
+                        continue;
+                    }
+                    let Some(id) = self.next_queued() else {
+                        break 'rounds;
+                    };
+                    // Bound what waits inside a worker: one job of any
+                    // size, or small ones up to AHEAD_BYTES in all.
+                    let size = self.jobs.get(&id).map_or(0, |j| j.size);
+                    let fits = self.workers.get(uid).is_some_and(|w| {
+                        w.ahead_bytes + size <= AHEAD_BYTES
+                            || (w.inflight.len() == 1 && size <= AHEAD_ONE_BYTES)
+                    });
+                    if !fits {
+                        self.requeue_front(&[id]);
+                        *depth = usize::MAX;
+                        continue;
+                    }
+                    self.send_job(*uid, id, true);
+                    *depth += 1;
+                    sent_any = true;
                 }
-                self.send_job(uid, id, true);
+                if !sent_any {
+                    break;
+                }
             }
         }
         // A worker is idle and nothing is queued: take back jobs waiting
@@ -1140,6 +1145,29 @@ impl Scheduler {
         if self.mode != Mode::Running {
             self.shared.accepting.store(false, Ordering::Release);
         }
+    }
+}
+
+/// Hashing for maps keyed by our own sequential ids: a multiply, instead
+/// of SipHash's protection against keys chosen by an attacker.
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
