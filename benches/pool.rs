@@ -16,19 +16,19 @@
 //! the median of a few rounds, alternating the pool and its comparison.
 //!
 //! The bench binary is its own worker (`procpool::init()` first in `main`)
-//! and its own ping-pong child (`PROCPOOL_BENCH_PINGPONG=1`). Arguments
-//! (cargo passes `--bench`) are ignored.
+//! and its own ping-pong child (`PROCPOOL_BENCH_CHILD=pingpong`). Arguments
+//! (cargo passes `--bench`) are ignored. The measurement code is shared
+//! with `examples/bench_report.rs` (the full report) in `benches/common/`.
 
-use std::hint::black_box;
-use std::io::{Read, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use procpool::{ProcessPoolExecutor, Task};
-use serde::{Deserialize, Serialize};
-
-/// Set in the environment of the ping-pong child.
-const PINGPONG_ENV: &str = "PROCPOOL_BENCH_PINGPONG";
+use common::{
+    PingPong, Row, build_pool, calibrate, group, latency, median, percentiles, plural, print_table,
+    scaling, spawn_blocking_throughput, spin, throughput, warm_up_spin,
+};
+use procpool::Task;
 
 const LATENCY_WARMUP: usize = 2_000;
 const LATENCY_ITERS: usize = 20_000;
@@ -40,51 +40,10 @@ const THROUGHPUT_JOBS: u64 = 100_000;
 const SCALING_JOBS: u64 = 16;
 const SCALING_JOB_TIME: Duration = Duration::from_millis(20);
 
-/// The no-op job: `x + 1`.
-#[derive(Serialize, Deserialize)]
-struct Noop(u64);
-
-impl Task for Noop {
-    type Output = u64;
-    fn run(self) -> u64 {
-        noop(self.0)
-    }
-}
-procpool::register!(Noop);
-
-fn noop(x: u64) -> u64 {
-    black_box(x).wrapping_add(1)
-}
-
-/// A deterministic CPU-bound job: `iters` rounds of xorshift from `seed`.
-#[derive(Serialize, Deserialize)]
-struct Spin {
-    iters: u64,
-    seed: u64,
-}
-
-impl Task for Spin {
-    type Output = u64;
-    fn run(self) -> u64 {
-        spin(self.iters, self.seed)
-    }
-}
-procpool::register!(Spin);
-
-fn spin(iters: u64, seed: u64) -> u64 {
-    let mut x = black_box(seed) | 1;
-    for _ in 0..black_box(iters) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-    }
-    x
-}
-
 fn main() {
     procpool::init();
-    if std::env::var_os(PINGPONG_ENV).is_some() {
-        pingpong_child();
+    if let Some(mode) = common::child_mode() {
+        common::serve_child(&mode);
         return;
     }
 
@@ -181,15 +140,8 @@ fn main() {
     let expected: Vec<u64> = (0..SCALING_JOBS).map(|seed| spin(iters, seed)).collect();
     let pools = rt.block_on(async {
         let pools = [build_pool(1).await, build_pool(2).await];
-        // Warm up: one job per worker, so no worker runs its first job in
-        // the timed part.
         for pool in &pools {
-            let warm: Vec<_> = (0..pool.workers() as u64)
-                .map(|seed| pool.submit(Spin { iters, seed }))
-                .collect();
-            for h in warm {
-                h.await.expect("a warm-up job failed");
-            }
+            warm_up_spin(pool, iters).await;
         }
         pools
     });
@@ -198,12 +150,12 @@ fn main() {
     for _ in 0..ROUNDS {
         let t = Instant::now();
         let serial: Vec<u64> = (0..SCALING_JOBS)
-            .map(|seed| Spin { iters, seed }.run())
+            .map(|seed| common::Spin { iters, seed }.run())
             .collect();
         serial_times.push(t.elapsed().as_secs_f64());
         assert_eq!(serial, expected, "the serial run is not deterministic");
         for (pool, times) in pools.iter().zip(&mut pool_times) {
-            let (results, elapsed) = rt.block_on(scaling(pool, iters));
+            let (results, elapsed) = rt.block_on(scaling(pool, SCALING_JOBS, iters));
             times.push(elapsed);
             assert_eq!(results, expected, "the pool and the serial run disagree");
         }
@@ -233,7 +185,7 @@ fn main() {
         ));
     }
 
-    print_table(&rows);
+    print_table(&rows, false);
     println!(
         "(W2 and W3: median of {ROUNDS} rounds; W1 and its floor: {LATENCY_ITERS} samples each \
          after {LATENCY_WARMUP} warm-up, interleaved in blocks of {LATENCY_BLOCK})"
@@ -242,275 +194,4 @@ fn main() {
         "procpool bench: done in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
-async fn build_pool(workers: usize) -> ProcessPoolExecutor {
-    ProcessPoolExecutor::builder()
-        .workers(workers)
-        .build()
-        .await
-        .expect("the pool should start")
-}
-
-/// p50 and p99 of a set of samples, in µs.
-struct Percentiles {
-    p50: f64,
-    p99: f64,
-}
-
-fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
-    samples.sort_unstable();
-    let at = |p: f64| {
-        let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-        samples[rank - 1].as_secs_f64() * 1e6
-    };
-    Percentiles {
-        p50: at(0.50),
-        p99: at(0.99),
-    }
-}
-
-/// W1: `n` times, submit one no-op job and await it; adds the round
-/// trips to `samples`.
-async fn latency(pool: &ProcessPoolExecutor, n: usize, samples: &mut Vec<Duration>) {
-    for i in 0..n as u64 {
-        let t = Instant::now();
-        let out = pool.submit(Noop(i)).await.expect("a no-op job failed");
-        samples.push(t.elapsed());
-        assert_eq!(out, i + 1);
-    }
-}
-
-/// W2: submit `jobs` no-op jobs, then await them all; jobs per second.
-async fn throughput(pool: &ProcessPoolExecutor, jobs: u64) -> f64 {
-    let t = Instant::now();
-    let handles: Vec<_> = (0..jobs).map(|i| pool.submit(Noop(i))).collect();
-    for (i, h) in handles.into_iter().enumerate() {
-        let out = h.await.expect("a no-op job failed");
-        assert_eq!(out, i as u64 + 1);
-    }
-    jobs as f64 / t.elapsed().as_secs_f64()
-}
-
-/// W2 comparison: the same no-op on tokio's blocking pool.
-async fn spawn_blocking_throughput(jobs: u64) -> f64 {
-    let t = Instant::now();
-    let handles: Vec<_> = (0..jobs)
-        .map(|i| tokio::task::spawn_blocking(move || noop(i)))
-        .collect();
-    for (i, h) in handles.into_iter().enumerate() {
-        let out = h.await.expect("a spawn_blocking job failed");
-        assert_eq!(out, i as u64 + 1);
-    }
-    jobs as f64 / t.elapsed().as_secs_f64()
-}
-
-/// W3: submit the CPU-bound jobs at once, await them all; the results and
-/// the time in seconds.
-async fn scaling(pool: &ProcessPoolExecutor, iters: u64) -> (Vec<u64>, f64) {
-    let t = Instant::now();
-    let handles: Vec<_> = (0..SCALING_JOBS)
-        .map(|seed| pool.submit(Spin { iters, seed }))
-        .collect();
-    let mut results = Vec::with_capacity(handles.len());
-    for h in handles {
-        results.push(h.await.expect("a CPU-bound job failed"));
-    }
-    (results, t.elapsed().as_secs_f64())
-}
-
-/// The W1 floor: this binary re-executed as an echo child; 8 bytes out, 8
-/// bytes back, blocking, one at a time.
-struct PingPong {
-    child: Child,
-    to_child: ChildStdin,
-    from_child: ChildStdout,
-    next: u64,
-}
-
-impl PingPong {
-    fn start() -> Self {
-        let exe = std::env::current_exe().expect("the bench's own executable");
-        let mut child = Command::new(exe)
-            .env(PINGPONG_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the ping-pong child should start");
-        let to_child = child.stdin.take().expect("piped stdin");
-        let from_child = child.stdout.take().expect("piped stdout");
-        PingPong {
-            child,
-            to_child,
-            from_child,
-            next: 0,
-        }
-    }
-
-    /// `n` round trips; adds their times to `samples`.
-    fn measure(&mut self, n: usize, samples: &mut Vec<Duration>) {
-        for _ in 0..n {
-            let msg = self.next.to_le_bytes();
-            self.next += 1;
-            let t = Instant::now();
-            self.to_child
-                .write_all(&msg)
-                .expect("write to the ping-pong child");
-            let mut back = [0u8; 8];
-            self.from_child
-                .read_exact(&mut back)
-                .expect("read from the ping-pong child");
-            samples.push(t.elapsed());
-            assert_eq!(back, msg, "the ping-pong child echoed something else");
-        }
-    }
-
-    /// Closes the child's input and reaps it.
-    fn finish(self) {
-        let PingPong {
-            mut child,
-            to_child,
-            ..
-        } = self;
-        drop(to_child);
-        let status = child.wait().expect("reap the ping-pong child");
-        assert!(status.success(), "the ping-pong child failed: {status}");
-    }
-}
-
-/// The ping-pong child: echo 8-byte messages from stdin to stdout until EOF.
-fn pingpong_child() {
-    let mut input = std::io::stdin().lock();
-    let mut output = std::io::stdout().lock();
-    let mut buf = [0u8; 8];
-    loop {
-        match input.read_exact(&mut buf) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
-            Err(e) => panic!("ping-pong child: read failed: {e}"),
-        }
-        output
-            .write_all(&buf)
-            .and_then(|()| output.flush())
-            .expect("ping-pong child: write failed");
-    }
-}
-
-/// The number of `spin` iterations that takes about `target` in this
-/// process (the median of a few timed runs).
-fn calibrate(target: Duration) -> u64 {
-    // Grow until one run takes at least 5 ms, for a usable first estimate.
-    let mut iters: u64 = 1 << 16;
-    loop {
-        let t = Instant::now();
-        black_box(spin(iters, 1));
-        if t.elapsed() >= Duration::from_millis(5) {
-            break;
-        }
-        iters *= 2;
-    }
-    let mut estimate = iters;
-    for _ in 0..3 {
-        let mut times: Vec<f64> = (0..5)
-            .map(|seed| {
-                let t = Instant::now();
-                black_box(spin(estimate, seed));
-                t.elapsed().as_secs_f64()
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
-        estimate = ((estimate as f64) * target.as_secs_f64() / median).max(1.0) as u64;
-    }
-    estimate
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-/// Formats a rate with thousands separators.
-fn group(x: f64) -> String {
-    let digits = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-struct Row {
-    workload: String,
-    figure: String,
-    versus: String,
-    ratio: String,
-}
-
-impl Row {
-    fn new(workload: &str, figure: String, versus: String, ratio: String) -> Self {
-        Row {
-            workload: workload.to_owned(),
-            figure,
-            versus,
-            ratio,
-        }
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    let header = Row::new(
-        "workload",
-        "figure".into(),
-        "floor / comparison (same run)".into(),
-        "ratio".into(),
-    );
-    let width = |f: fn(&Row) -> &str| {
-        rows.iter()
-            .chain(std::iter::once(&header))
-            .map(|r| f(r).chars().count())
-            .max()
-            .unwrap_or(0)
-    };
-    let w = [
-        width(|r| &r.workload),
-        width(|r| &r.figure),
-        width(|r| &r.versus),
-        width(|r| &r.ratio),
-    ];
-    let line = |r: &Row| {
-        println!(
-            "| {} | {} | {} | {} |",
-            pad(&r.workload, w[0]),
-            pad(&r.figure, w[1]),
-            pad(&r.versus, w[2]),
-            pad(&r.ratio, w[3])
-        );
-    };
-    println!();
-    line(&header);
-    println!(
-        "|{}|{}|{}|{}|",
-        "-".repeat(w[0] + 2),
-        "-".repeat(w[1] + 2),
-        "-".repeat(w[2] + 2),
-        "-".repeat(w[3] + 2)
-    );
-    for r in rows {
-        line(r);
-    }
-}
-
-/// Pads to `width` characters (not bytes: "µ" is two bytes).
-fn pad(s: &str, width: usize) -> String {
-    let n = s.chars().count();
-    format!("{s}{}", " ".repeat(width.saturating_sub(n)))
 }
