@@ -333,6 +333,11 @@ async fn a_frozen_worker_is_killed_by_a_timeout() {
     eventually("a replacement", || only_other(pid)).await;
     let pid = pool.worker_pids()[0];
     assert!(signal_child(pid, libc::SIGSTOP));
+    // A stop is asynchronous: wait until the worker is really stopped.
+    eventually("the worker to stop", || {
+        matches!(proc_state(pid), Some(('T', _)) | Some(('t', _)))
+    })
+    .await;
     let r = tokio::time::timeout(Duration::from_millis(500), pool.submit(Square(3))).await;
     assert!(r.is_err(), "a frozen worker cannot answer");
     assert_eq!(
