@@ -4,9 +4,16 @@
 //! also drives every worker's pipes, so a pool does not depend on the runtime
 //! (or the thread) that built it. Everyone else talks to it by message:
 //! handles and the pool send [`Command`]s, worker I/O tasks and timers send
-//! [`Event`]s. It keeps one FIFO queue and hands the next job to whichever
-//! worker is idle, so a job never waits behind another while a worker is
-//! free.
+//! [`Event`]s.
+//!
+//! It keeps one FIFO queue. The next job goes to whichever worker is idle,
+//! so a job never waits behind another while a worker is free. While every
+//! worker is busy, a few small jobs are also sent ahead to each (they wait
+//! inside the worker, which acknowledges each start); a job sent ahead is
+//! revoked when another worker goes idle with nothing queued, and requeued
+//! if its worker dies before starting it. Each worker's jobs in flight form
+//! a FIFO (`Worker::inflight`): the front is running, results come back in
+//! that order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
