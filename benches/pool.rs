@@ -25,8 +25,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    PingPong, Row, build_pool, calibrate, group, latency, median, percentiles, plural, print_table,
-    scaling, spawn_blocking_throughput, spin, throughput, warm_up_spin,
+    Row, build_pool, calibrate, group, median, plural, print_table, scaling,
+    spawn_blocking_throughput, spin, throughput, warm_up_spin,
 };
 use procpool::Task;
 
@@ -60,33 +60,8 @@ fn main() {
     // W1 and its floor, interleaved in blocks so that a change in the
     // machine's speed during the run affects both sides alike.
     eprintln!("W1: latency on 1 and 2 workers, and the pipe ping-pong floor...");
-    let mut pingpong = PingPong::start();
-    let pools = rt.block_on(async { [build_pool(1).await, build_pool(2).await] });
-    pingpong.measure(LATENCY_WARMUP, &mut Vec::new());
-    for pool in &pools {
-        rt.block_on(latency(pool, LATENCY_WARMUP, &mut Vec::new()));
-    }
-    let mut floor = Vec::with_capacity(LATENCY_ITERS);
-    let mut lat = [
-        Vec::with_capacity(LATENCY_ITERS),
-        Vec::with_capacity(LATENCY_ITERS),
-    ];
-    for _ in 0..LATENCY_ITERS / LATENCY_BLOCK {
-        pingpong.measure(LATENCY_BLOCK, &mut floor);
-        for (pool, samples) in pools.iter().zip(&mut lat) {
-            rt.block_on(latency(pool, LATENCY_BLOCK, samples));
-        }
-    }
-    pingpong.finish();
-    rt.block_on(async {
-        for pool in &pools {
-            pool.shutdown().await;
-        }
-    });
-    let floor = percentiles(floor);
-    for (pool, samples) in pools.iter().zip(lat) {
-        let workers = pool.workers();
-        let lat = percentiles(samples);
+    let (floor, per_pool) = common::measure_w1(&rt, LATENCY_WARMUP, LATENCY_ITERS, LATENCY_BLOCK);
+    for (workers, lat) in per_pool {
         let name = format!("W1 no-op latency, {workers} worker{}", plural(workers));
         rows.push(Row::new(
             &name,

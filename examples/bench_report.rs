@@ -49,8 +49,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    PingPong, PipeSink, Row, build_pool, calibrate, child_command, group, latency, map_throughput,
-    median, percentiles, plural, print_table, scaling, spawn_blocking_throughput, spin, throughput,
+    PipeSink, Row, build_pool, calibrate, child_command, group, map_throughput, median,
+    percentiles, plural, print_table, scaling, spawn_blocking_throughput, spin, throughput,
     warm_up_spin,
 };
 use procpool::Task;
@@ -370,34 +370,9 @@ struct W1 {
 
 fn w1_latency(rt: &Runtime, report: &mut Report) -> W1 {
     eprintln!("W1: latency on 1 and 2 workers, and the pipe ping-pong floor...");
-    let mut pingpong = PingPong::start();
-    let pools = rt.block_on(async { [build_pool(1).await, build_pool(2).await] });
-    pingpong.measure(LATENCY_WARMUP, &mut Vec::new());
-    for pool in &pools {
-        rt.block_on(latency(pool, LATENCY_WARMUP, &mut Vec::new()));
-    }
-    let mut floor = Vec::with_capacity(LATENCY_ITERS);
-    let mut lat = [
-        Vec::with_capacity(LATENCY_ITERS),
-        Vec::with_capacity(LATENCY_ITERS),
-    ];
-    for _ in 0..LATENCY_ITERS / LATENCY_BLOCK {
-        pingpong.measure(LATENCY_BLOCK, &mut floor);
-        for (pool, samples) in pools.iter().zip(&mut lat) {
-            rt.block_on(latency(pool, LATENCY_BLOCK, samples));
-        }
-    }
-    pingpong.finish();
-    rt.block_on(async {
-        for pool in &pools {
-            pool.shutdown().await;
-        }
-    });
-    let floor = percentiles(floor);
+    let (floor, per_pool) = common::measure_w1(rt, LATENCY_WARMUP, LATENCY_ITERS, LATENCY_BLOCK);
     let mut two_workers = floor;
-    for (pool, samples) in pools.iter().zip(lat) {
-        let workers = pool.workers();
-        let lat = percentiles(samples);
+    for (workers, lat) in per_pool {
         if workers == 2 {
             two_workers = lat;
         }

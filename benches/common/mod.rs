@@ -497,3 +497,41 @@ fn pad(s: &str, width: usize) -> String {
     let n = s.chars().count();
     format!("{s}{}", " ".repeat(width.saturating_sub(n)))
 }
+
+/// W1 samples: a no-op job awaited one at a time on pools of 1 and 2
+/// workers, and the pipe ping-pong floor, interleaved in blocks so that a
+/// change in the machine's speed during the run affects every side alike.
+/// Returns the floor and, per pool, its worker count and percentiles.
+pub fn measure_w1(
+    rt: &tokio::runtime::Runtime,
+    warmup: usize,
+    iters: usize,
+    block: usize,
+) -> (Percentiles, Vec<(usize, Percentiles)>) {
+    let mut pingpong = PingPong::start();
+    let pools = rt.block_on(async { [build_pool(1).await, build_pool(2).await] });
+    pingpong.measure(warmup, &mut Vec::new());
+    for pool in &pools {
+        rt.block_on(latency(pool, warmup, &mut Vec::new()));
+    }
+    let mut floor = Vec::with_capacity(iters);
+    let mut lat = [Vec::with_capacity(iters), Vec::with_capacity(iters)];
+    for _ in 0..iters / block {
+        pingpong.measure(block, &mut floor);
+        for (pool, samples) in pools.iter().zip(&mut lat) {
+            rt.block_on(latency(pool, block, samples));
+        }
+    }
+    pingpong.finish();
+    rt.block_on(async {
+        for pool in &pools {
+            pool.shutdown().await;
+        }
+    });
+    let per_pool = pools
+        .iter()
+        .zip(lat)
+        .map(|(pool, samples)| (pool.workers(), percentiles(samples)))
+        .collect();
+    (percentiles(floor), per_pool)
+}
