@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) cancel_grace: Duration,
     pub(crate) job_timeout: Option<Duration>,
     pub(crate) core_dumps: bool,
+    pub(crate) nice: Option<i32>,
     pub(crate) forward_output: bool,
     pub(crate) max_startup_failures: u32,
     pub(crate) max_queued: Option<usize>,

@@ -170,8 +170,8 @@
 //!   very file the host runs), and the handshake checks that it is the same
 //!   build and protocol version.
 //! - A worker inherits the host's environment (plus `PROCPOOL_WORKER`, the
-//!   host's pid, and `PROCPOOL_MAX_FRAME`, both removed or read by
-//!   `init()`; adjust with [`Builder::env`], [`Builder::env_remove`],
+//!   host's pid, `PROCPOOL_MAX_FRAME`, and with the matching builder options
+//!   `PROCPOOL_NICE` and `PROCPOOL_CORE_DUMPS`, all read by `init()`; adjust with [`Builder::env`], [`Builder::env_remove`],
 //!   [`Builder::env_clear`]), its working directory, and exactly three file
 //!   descriptors: stdin and stdout (the protocol) and stderr, all pipes to
 //!   the host. Everything Rust and tokio open is close-on-exec, and the

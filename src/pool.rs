@@ -491,6 +491,7 @@ impl Default for Builder {
                 cancel_grace: Duration::from_millis(200),
                 job_timeout: None,
                 core_dumps: false,
+                nice: None,
                 forward_output: true,
                 max_startup_failures: 5,
                 max_queued: None,
@@ -595,6 +596,16 @@ impl Builder {
     /// replaced. Default: none.
     pub fn job_timeout(mut self, d: Duration) -> Self {
         self.cfg.job_timeout = Some(d);
+        self
+    }
+
+    /// Runs the workers at a lower scheduling priority: `nice` is added to
+    /// their niceness (Unix; 1 to 19, higher is lower priority). For web
+    /// backends, so that when the CPU is saturated the server's own threads
+    /// (and its latency) win over the offloaded work. Default: the host's
+    /// priority.
+    pub fn worker_nice(mut self, nice: i32) -> Self {
+        self.cfg.nice = Some(nice);
         self
     }
 

@@ -22,7 +22,7 @@ use crate::config::{Config, Initializer};
 use crate::error::{Error, ExitStatus};
 use crate::frame::{AsyncFrameReader, FrameError};
 use crate::protocol::{self, FromWorker};
-use crate::worker::{CORE_DUMPS_ENV, EXIT_MISSING_INIT, MARKER_ENV, MAX_FRAME_ENV};
+use crate::worker::{CORE_DUMPS_ENV, EXIT_MISSING_INIT, MARKER_ENV, MAX_FRAME_ENV, NICE_ENV};
 
 /// How much unexpected stdout output the handshake scans for the magic.
 const HANDSHAKE_SCAN_LIMIT: usize = 64 * 1024;
@@ -106,6 +106,9 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
         .process_group(0);
     if cfg.core_dumps {
         cmd.env(CORE_DUMPS_ENV, "1");
+    }
+    if let Some(nice) = cfg.nice {
+        cmd.env(NICE_ENV, nice.to_string());
     }
     if let Some(dir) = &cfg.command.current_dir {
         cmd.current_dir(dir);

@@ -130,3 +130,13 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * u64::try_from(page).unwrap_or(4096))
 }
+
+/// Lowers this process's scheduling priority by `nice` (Unix niceness,
+/// added to the current value). Errors are ignored: a worker that cannot
+/// change its priority still works.
+pub(crate) fn renice(nice: i32) {
+    // SAFETY: nice has no memory effects.
+    unsafe {
+        libc::nice(nice);
+    }
+}

@@ -22,6 +22,8 @@ use crate::task::{RunFailure, run_registered};
 pub(crate) const MARKER_ENV: &str = "PROCPOOL_WORKER";
 /// Environment variable carrying the maximum frame size.
 pub(crate) const MAX_FRAME_ENV: &str = "PROCPOOL_MAX_FRAME";
+/// Environment variable carrying the niceness added to workers.
+pub(crate) const NICE_ENV: &str = "PROCPOOL_NICE";
 /// Environment variable that keeps core dumps enabled in workers.
 pub(crate) const CORE_DUMPS_ENV: &str = "PROCPOOL_CORE_DUMPS";
 
@@ -77,6 +79,9 @@ pub fn init() {
     }
     if std::env::var_os(CORE_DUMPS_ENV).is_none() {
         sys::disable_core_dumps();
+    }
+    if let Some(nice) = std::env::var(NICE_ENV).ok().and_then(|v| v.parse().ok()) {
+        sys::renice(nice);
     }
     let max_frame = std::env::var(MAX_FRAME_ENV)
         .ok()

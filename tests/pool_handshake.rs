@@ -113,3 +113,17 @@ async fn worker_arguments_environment_and_directory_are_passed() {
     );
     bounded("shutdown", pool.shutdown()).await;
 }
+
+#[tokio::test]
+async fn workers_can_run_at_a_lower_priority() {
+    let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .worker_nice(5)
+        .build()
+        .await
+        .unwrap();
+    let nice = bounded("a job", pool.submit(Niceness)).await.unwrap();
+    assert_eq!(nice, (base + 5).min(19));
+    bounded("shutdown", pool.shutdown()).await;
+}

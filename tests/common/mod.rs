@@ -1198,3 +1198,14 @@ impl procpool::StreamTask for Numbers {
     }
 }
 procpool::register_stream!(Numbers);
+
+/// The worker's niceness.
+#[derive(Serialize, Deserialize)]
+pub struct Niceness;
+impl Task for Niceness {
+    type Output = i32;
+    fn run(self) -> i32 {
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+}
+procpool::register!(Niceness);
