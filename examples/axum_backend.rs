@@ -252,6 +252,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(n) = workers {
             builder = builder.workers(n);
         }
+        // WORKER_NICE=10: run the workers at a lower priority than the server.
+        if let Some(nice) = std::env::var("WORKER_NICE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            builder = builder.worker_nice(nice);
+        }
         let pool = builder.build().await?;
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
