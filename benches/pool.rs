@@ -25,8 +25,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Row, build_pool, calibrate, group, median, plural, print_table, scaling,
-    spawn_blocking_throughput, spin, throughput, warm_up_spin,
+    Row, build_pool, group, median, plural, print_table, scaling, spawn_blocking_throughput,
+    throughput,
 };
 use procpool::Task;
 
@@ -109,17 +109,7 @@ fn main() {
     ));
 
     // W3: scaling of CPU-bound jobs, serial and pools alternating.
-    eprintln!("W3: calibrating the CPU-bound job...");
-    let iters = calibrate(SCALING_JOB_TIME);
-    eprintln!("W3: {SCALING_JOBS} CPU-bound jobs, serially and on 1 and 2 workers...");
-    let expected: Vec<u64> = (0..SCALING_JOBS).map(|seed| spin(iters, seed)).collect();
-    let pools = rt.block_on(async {
-        let pools = [build_pool(1).await, build_pool(2).await];
-        for pool in &pools {
-            warm_up_spin(pool, iters).await;
-        }
-        pools
-    });
+    let (iters, expected, pools) = common::prepare_scaling(&rt, SCALING_JOB_TIME, SCALING_JOBS);
     let mut serial_times = Vec::new();
     let mut pool_times = [Vec::new(), Vec::new()];
     for _ in 0..ROUNDS {

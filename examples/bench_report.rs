@@ -49,9 +49,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    PipeSink, Row, build_pool, calibrate, child_command, group, map_throughput, median,
-    percentiles, plural, print_table, scaling, spawn_blocking_throughput, spin, throughput,
-    warm_up_spin,
+    PipeSink, Row, build_pool, child_command, group, map_throughput, median, percentiles, plural,
+    print_table, scaling, spawn_blocking_throughput, spin, throughput,
 };
 use procpool::Task;
 use serde::{Deserialize, Serialize};
@@ -470,17 +469,7 @@ fn w2_throughput(rt: &Runtime, report: &mut Report, floor_p50: f64) -> (f64, f64
 }
 
 fn w3_scaling(rt: &Runtime, report: &mut Report) {
-    eprintln!("W3: calibrating the CPU-bound job...");
-    let iters = calibrate(SCALING_JOB_TIME);
-    eprintln!("W3: {SCALING_JOBS} CPU-bound jobs, serially and on 1 and 2 workers...");
-    let expected: Vec<u64> = (0..SCALING_JOBS).map(|seed| spin(iters, seed)).collect();
-    let pools = rt.block_on(async {
-        let pools = [build_pool(1).await, build_pool(2).await];
-        for pool in &pools {
-            warm_up_spin(pool, iters).await;
-        }
-        pools
-    });
+    let (iters, expected, pools) = common::prepare_scaling(rt, SCALING_JOB_TIME, SCALING_JOBS);
     let mut serial_times = Vec::new();
     let mut thread_times = Vec::new();
     let mut pool_times = [Vec::new(), Vec::new()];

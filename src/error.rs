@@ -228,7 +228,8 @@ pub enum Error {
     },
 }
 
-fn fmt_tail(tail: &str) -> String {
+/// `tail` as the end of an error message, or nothing if it is blank.
+pub(crate) fn fmt_tail(tail: &str) -> String {
     if tail.trim().is_empty() {
         String::new()
     } else {

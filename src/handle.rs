@@ -223,6 +223,20 @@ pub(crate) struct CancelLink {
     pub(crate) commands: tokio::sync::mpsc::UnboundedSender<Command>,
 }
 
+impl CancelLink {
+    fn send_cancel(&self, id: JobId) {
+        let _ = self.commands.send(Command::Cancel(id));
+    }
+
+    /// What dropping a handle or an item stream does: cancel the job
+    /// unless it is already over.
+    fn cancel_if_pending(&self, slot: &Slot, id: JobId) {
+        if slot.is_pending() && slot.cancel() {
+            self.send_cancel(id);
+        }
+    }
+}
+
 /// The untyped part of a handle: the slot, and the way back to the pool for
 /// cancelling. Dropping it cancels the job unless it was detached.
 pub(crate) struct RawHandle {
@@ -254,7 +268,7 @@ impl RawHandle {
 
     fn notify_cancel(&self) {
         if let Some(link) = &self.link {
-            let _ = link.commands.send(Command::Cancel(self.id));
+            link.send_cancel(self.id);
         }
     }
 
@@ -277,8 +291,8 @@ impl RawHandle {
 
 impl Drop for RawHandle {
     fn drop(&mut self) {
-        if self.link.is_some() && self.slot.is_pending() && self.slot.cancel() {
-            self.notify_cancel();
+        if let Some(link) = &self.link {
+            link.cancel_if_pending(&self.slot, self.id);
         }
     }
 }
@@ -495,8 +509,6 @@ impl<T: DeserializeOwned> futures::Stream for ItemStream<T> {
 
 impl<T> Drop for ItemStream<T> {
     fn drop(&mut self) {
-        if self.slot.is_pending() && self.slot.cancel() {
-            let _ = self.link.commands.send(Command::Cancel(self.id));
-        }
+        self.link.cancel_if_pending(&self.slot, self.id);
     }
 }

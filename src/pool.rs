@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use std::future::Future;
-
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 
 use crate::config::{self, Config};
@@ -132,18 +130,8 @@ impl ProcessPoolExecutor {
     ) -> Result<JobHandle<T::Output>, Error> {
         let id = self.next_id();
         let permit = self.queue_permit()?;
-        let raw = self.start(id, &task, options, permit);
-        if raw.is_finished() {
-            // Failed at submit: hand back the error itself.
-            let mut handle = JobHandle::<T::Output>::from_raw(raw);
-            let waker = futures::task::noop_waker();
-            let mut cx = std::task::Context::from_waker(&waker);
-            if let std::task::Poll::Ready(Err(e)) = std::pin::Pin::new(&mut handle).poll(&mut cx) {
-                return Err(e);
-            }
-            return Ok(handle);
-        }
-        Ok(JobHandle::from_raw(raw))
+        self.try_start(id, &task, options, permit)
+            .map(JobHandle::from_raw)
     }
 
     /// Submits a job, first waiting for room in a bounded queue
@@ -203,10 +191,20 @@ impl ProcessPoolExecutor {
         options: JobOptions,
         permit: Option<OwnedSemaphorePermit>,
     ) -> RawHandle {
-        match self.encode_job(id, task) {
-            Ok((index, frame)) => self.enqueue(id, index, frame, options, permit),
-            Err(e) => RawHandle::failed(id, e),
-        }
+        self.try_start(id, task, options, permit)
+            .unwrap_or_else(|e| RawHandle::failed(id, e))
+    }
+
+    /// Encodes and queues a job; the error is one known at submit time.
+    fn try_start<T: Task>(
+        &self,
+        id: JobId,
+        task: &T,
+        options: JobOptions,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<RawHandle, Error> {
+        let (index, frame) = self.encode_job(id, task)?;
+        self.enqueue(id, index, frame, options, permit)
     }
 
     /// Submits a [`StreamTask`]: returns the stream of the items it emits
@@ -228,13 +226,12 @@ impl ProcessPoolExecutor {
         let link = CancelLink {
             commands: self.inner.commands.clone(),
         };
-        let raw = match encoded {
-            Ok((permit, (index, frame))) => {
+        let raw = encoded
+            .and_then(|(permit, (index, frame))| {
                 let slot = Slot::new_streaming(permit, self.inner.shared.clone(), tx);
                 self.send_request(id, index, frame, JobOptions::default(), slot)
-            }
-            Err(e) => RawHandle::failed(id, e),
-        };
+            })
+            .unwrap_or_else(|e| RawHandle::failed(id, e));
         let stream = ItemStream::new(id, rx, raw.slot().clone(), link);
         (stream, JobHandle::from_raw(raw))
     }
@@ -246,12 +243,8 @@ impl ProcessPoolExecutor {
     ) -> Result<(u32, Vec<u8>), Error> {
         self.check_open()?;
         let index = task::index_of::<T>()?;
-        let mut buf = Vec::with_capacity(64);
-        frame::begin(&mut buf);
-        protocol::put_job_header(&mut buf, id.0, index);
-        let mut buf = postcard::to_extend(task, buf).map_err(|e| encode_error::<T>(&e))?;
-        finish_frame::<T>(&mut buf, self.inner.max_frame)?;
-        Ok((index, buf))
+        let frame = encode_job_frame(id.0, index, task, self.inner.max_frame)?;
+        Ok((index, frame))
     }
 
     /// Submits `tasks` as one batch job: one frame, run one after another by
@@ -273,13 +266,12 @@ impl ProcessPoolExecutor {
             finish_frame::<T>(&mut buf, self.inner.max_frame)?;
             Ok((index, buf))
         });
-        match encoded.and_then(|(index, frame)| {
-            let permit = self.queue_permit()?;
-            Ok((index, frame, permit))
-        }) {
-            Ok((index, frame, permit)) => self.enqueue(id, index, frame, options, permit),
-            Err(e) => RawHandle::failed(id, e),
-        }
+        encoded
+            .and_then(|(index, frame)| {
+                let permit = self.queue_permit()?;
+                self.enqueue(id, index, frame, options, permit)
+            })
+            .unwrap_or_else(|e| RawHandle::failed(id, e))
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -297,7 +289,7 @@ impl ProcessPoolExecutor {
         frame: Vec<u8>,
         options: JobOptions,
         permit: Option<OwnedSemaphorePermit>,
-    ) -> RawHandle {
+    ) -> Result<RawHandle, Error> {
         let slot = Slot::new(permit, self.inner.shared.clone());
         self.send_request(id, task, frame, options, slot)
     }
@@ -309,7 +301,7 @@ impl ProcessPoolExecutor {
         frame: Vec<u8>,
         options: JobOptions,
         slot: Arc<Slot>,
-    ) -> RawHandle {
+    ) -> Result<RawHandle, Error> {
         let req = JobRequest {
             id,
             task,
@@ -318,12 +310,12 @@ impl ProcessPoolExecutor {
             options,
         };
         if self.inner.commands.send(Command::Submit(req)).is_err() {
-            return RawHandle::failed(id, Error::Shutdown);
+            return Err(Error::Shutdown);
         }
         let link = CancelLink {
             commands: self.inner.commands.clone(),
         };
-        RawHandle::new(id, slot, Some(link))
+        Ok(RawHandle::new(id, slot, Some(link)))
     }
 
     /// Runs `task` on every item of `tasks` and yields the results in input
@@ -708,12 +700,8 @@ impl Builder {
     /// [`Error::NotRegistered`] if the task type is not registered,
     /// [`Error::Serialization`] if it does not serialize.
     pub fn initializer<T: Task>(mut self, task: T) -> Self {
-        let encoded = task::index_of::<T>().and_then(|index| {
-            let mut buf = Vec::with_capacity(64);
-            frame::begin(&mut buf);
-            protocol::put_job_header(&mut buf, 0, index);
-            encode_into::<T>(&task, buf, self.cfg.max_frame)
-        });
+        let encoded = task::index_of::<T>()
+            .and_then(|index| encode_job_frame(0, index, &task, self.cfg.max_frame));
         self.cfg.initializer = Some(encoded.map(|frame| config::Initializer {
             frame,
             type_name: std::any::type_name::<T>(),
@@ -853,9 +841,16 @@ fn finish_frame<T>(buf: &mut [u8], max: usize) -> Result<(), Error> {
     })
 }
 
-/// Serializes `task` after the frame header already in `buf` and finishes
-/// the frame.
-fn encode_into<T: Task>(task: &T, buf: Vec<u8>, max: usize) -> Result<Vec<u8>, Error> {
+/// The complete frame of job `id` for the task at registry `index`.
+fn encode_job_frame<T: Serialize>(
+    id: u64,
+    index: u32,
+    task: &T,
+    max: usize,
+) -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::with_capacity(64);
+    frame::begin(&mut buf);
+    protocol::put_job_header(&mut buf, id, index);
     let mut buf = postcard::to_extend(task, buf).map_err(|e| encode_error::<T>(&e))?;
     finish_frame::<T>(&mut buf, max)?;
     Ok(buf)

@@ -19,7 +19,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, Initializer};
-use crate::error::{Error, ExitStatus};
+use crate::error::{Error, ExitStatus, fmt_tail};
 use crate::frame::{AsyncFrameReader, FrameError};
 use crate::protocol::{self, FromWorker};
 use crate::worker::{CORE_DUMPS_ENV, EXIT_MISSING_INIT, MARKER_ENV, MAX_FRAME_ENV, NICE_ENV};
@@ -194,14 +194,6 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
             message: format!("{message}{}", fmt_tail(&tail)),
         },
     })
-}
-
-fn fmt_tail(tail: &str) -> String {
-    if tail.trim().is_empty() {
-        String::new()
-    } else {
-        format!("; its stderr ended with:\n{tail}")
-    }
 }
 
 fn default_program() -> Result<std::path::PathBuf, Error> {

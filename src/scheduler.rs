@@ -312,19 +312,7 @@ impl Scheduler {
             Command::Cancel(id) => self.on_cancel(id),
             Command::Credit(id, n) => {
                 if let Some(uid) = self.jobs.get(&id).and_then(|j| j.worker) {
-                    if let Some(frames) =
-                        self.workers.get(&uid).and_then(|w| w.link.frames.as_ref())
-                    {
-                        let mut f = Vec::with_capacity(24);
-                        crate::frame::begin(&mut f);
-                        protocol::put_credit(&mut f, id.0, n);
-                        if crate::frame::finish(&mut f, usize::MAX).is_ok() {
-                            let _ = frames.send(OutFrame {
-                                bytes: Arc::new(f),
-                                ahead: false,
-                            });
-                        }
-                    }
+                    self.send_control(uid, |f| protocol::put_credit(f, id.0, n));
                 }
             }
             Command::Shutdown { done } => {
@@ -344,12 +332,12 @@ impl Scheduler {
 
     fn on_submit(&mut self, req: JobRequest) {
         if self.mode != Mode::Running {
-            self.finish_job_slot(&req.slot, Err(Error::Shutdown));
+            self.resolve(&req.slot, Err(Error::Shutdown));
             return;
         }
         if let Some(e) = &self.broken {
             let e = e.clone();
-            self.finish_job_slot(&req.slot, Err(e));
+            self.resolve(&req.slot, Err(e));
             return;
         }
         self.waiting += 1;
@@ -396,7 +384,7 @@ impl Scheduler {
                 let started = job.started;
                 // The worker drops it if it has not started (and says so),
                 // or flags it for `cancelled()`.
-                self.send_control(uid, id, protocol::put_cancel);
+                self.send_control(uid, |f| protocol::put_cancel(f, id.0));
                 if started {
                     let grace = self.cfg.cancel_grace;
                     self.timer(grace, Event::GraceOver { uid, job: id });
@@ -405,11 +393,12 @@ impl Scheduler {
         }
     }
 
-    fn send_control(&self, uid: u64, id: JobId, put: fn(&mut Vec<u8>, u64)) {
+    /// Sends a small control frame (cancel, revoke, credit) to a worker.
+    fn send_control(&self, uid: u64, put: impl FnOnce(&mut Vec<u8>)) {
         if let Some(frames) = self.workers.get(&uid).and_then(|w| w.link.frames.as_ref()) {
-            let mut f = Vec::with_capacity(16);
+            let mut f = Vec::with_capacity(24);
             crate::frame::begin(&mut f);
-            put(&mut f, id.0);
+            put(&mut f);
             if crate::frame::finish(&mut f, usize::MAX).is_ok() {
                 let _ = frames.send(OutFrame {
                     bytes: Arc::new(f),
@@ -524,14 +513,12 @@ impl Scheduler {
             }
         };
         let id = JobId(id);
+        if !self.is_front(uid, id, "reported on") {
+            return;
+        }
         let Some(w) = self.workers.get_mut(&uid) else {
             return;
         };
-        if w.current() != Some(id) {
-            let message = format!("the worker reported on {id}, which it was not running");
-            self.protocol_violation(uid, message);
-            return;
-        }
         w.inflight.pop_front();
         let recycle = self.cfg.max_tasks_per_worker.is_some_and(|n| w.sent >= n)
             || self
@@ -596,13 +583,23 @@ impl Scheduler {
         self.jobs.get(&id).filter(|j| j.started).map(|_| id)
     }
 
+    /// Whether `id` is the job at the front of the worker's in-flight
+    /// queue (the only one it may report on); a worker that names another
+    /// job broke the protocol and is replaced.
+    fn is_front(&mut self, uid: u64, id: JobId, what: &str) -> bool {
+        match self.workers.get(&uid) {
+            None => false,
+            Some(w) if w.current() == Some(id) => true,
+            Some(_) => {
+                let message = format!("the worker {what} {id}, which it was not running");
+                self.protocol_violation(uid, message);
+                false
+            }
+        }
+    }
+
     fn on_started(&mut self, uid: u64, id: JobId) {
-        let Some(w) = self.workers.get(&uid) else {
-            return;
-        };
-        if w.current() != Some(id) {
-            let message = format!("the worker started {id} out of order");
-            self.protocol_violation(uid, message);
+        if !self.is_front(uid, id, "started") {
             return;
         }
         let Some(job) = self.jobs.get_mut(&id) else {
@@ -693,7 +690,7 @@ impl Scheduler {
             return;
         }
         job.revoking = true;
-        self.send_control(uid, id, protocol::put_revoke);
+        self.send_control(uid, |f| protocol::put_revoke(f, id.0));
     }
 
     fn on_exit(&mut self, uid: u64, status: ExitStatus, error: Option<String>, tail: String) {
@@ -1123,10 +1120,6 @@ impl Scheduler {
             }
         }
         self.kill_worker(uid);
-    }
-
-    fn finish_job_slot(&self, slot: &Slot, r: Result<Encoded, Error>) {
-        self.resolve(slot, r);
     }
 
     fn timer(&self, after: Duration, ev: Event) {

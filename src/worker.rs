@@ -68,7 +68,7 @@ pub fn init() {
         return;
     };
     sys::remove_env(MARKER_ENV);
-    let host: Option<u32> = marker.to_str().and_then(|s| s.parse().ok());
+    let host = marker_host(&marker);
     sys::set_parent_death_signal();
     if host.is_none() || host != Some(sys::parent_pid()) {
         eprintln!(
@@ -97,14 +97,18 @@ pub fn init() {
     sys::exit_now(code)
 }
 
+/// The host pid a worker marker names, if it is well-formed.
+fn marker_host(marker: &std::ffi::OsStr) -> Option<u32> {
+    marker.to_str().and_then(|s| s.parse().ok())
+}
+
 /// Called from `Builder::build`: if this process is a worker that skipped
 /// `init()`, tell the host and stop before anything recursive happens.
 pub(crate) fn refuse_pool_in_unguarded_worker() {
     let Some(marker) = std::env::var_os(MARKER_ENV) else {
         return;
     };
-    let host: Option<u32> = marker.to_str().and_then(|s| s.parse().ok());
-    if host != Some(sys::parent_pid()) {
+    if marker_host(&marker) != Some(sys::parent_pid()) {
         // A stale marker (not our parent): this is an ordinary host.
         return;
     }
@@ -269,15 +273,24 @@ struct Worker {
 
 #[derive(Default)]
 struct Local {
-    /// Jobs received and not started (the host may send one ahead).
-    queue: VecDeque<Vec<u8>>,
+    /// Jobs received and not started (the host may send some ahead).
+    queue: VecDeque<Queued>,
     running: bool,
     reading: bool,
 }
 
+/// A job frame waiting in the worker, with the fields the worker needs
+/// before running it.
+struct Queued {
+    id: u64,
+    /// Sent ahead: its start must be announced.
+    ahead: bool,
+    body: Vec<u8>,
+}
+
 enum Role {
     Read,
-    Run(Vec<u8>),
+    Run(Queued),
 }
 
 impl Worker {
@@ -353,22 +366,19 @@ impl Worker {
         let mut st = self.lock();
         st.reading = false;
         match msg {
-            ToWorker::Job { .. } | ToWorker::Batch { .. } => st.queue.push_back(body),
+            ToWorker::Job { .. } | ToWorker::Batch { .. } => {
+                let (id, ahead) = (msg.id(), msg.is_ahead());
+                st.queue.push_back(Queued { id, ahead, body });
+            }
             ToWorker::Cancel { id } | ToWorker::Revoke { id } => {
                 let cancel = matches!(msg, ToWorker::Cancel { .. });
-                let queued = st
-                    .queue
-                    .iter()
-                    .position(|b| protocol::decode_to_worker(b).is_ok_and(|m| m.id() == id));
+                let queued = st.queue.iter().position(|q| q.id == id);
                 if let Some(at) = queued {
                     // Not started: give it back.
                     st.queue.remove(at);
                     let mut f = Vec::with_capacity(16);
-                    frame::begin(&mut f);
-                    protocol::put_revoked(&mut f, id);
-                    if frame::finish(&mut f, self.max_frame).is_ok() {
-                        self.write(&f);
-                    }
+                    put_status(&mut f, id, self.max_frame, protocol::put_revoked);
+                    self.write(&f);
                 } else if cancel {
                     CANCELLED_JOB.store(id, Ordering::Release);
                     // A streaming job may wait for credit: let it see this.
@@ -381,14 +391,14 @@ impl Worker {
 
     /// Runs `job`, then whatever is queued behind it, writing each result
     /// together with the start notice of the next job.
-    fn run_jobs(&self, mut job: Vec<u8>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+    fn run_jobs(&self, mut job: Queued, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
         out.clear();
         // Whether the current job's start notice went out with the
         // previous result.
         let mut announced = false;
-        while let Ok(msg) = protocol::decode_to_worker(&job) {
-            let id = msg.id();
-            if msg.is_ahead() && !announced {
+        while let Ok(msg) = protocol::decode_to_worker(&job.body) {
+            let id = job.id;
+            if job.ahead && !announced {
                 // The host must know it started before it can run.
                 put_status(out, id, self.max_frame, protocol::put_started);
                 self.write(out);
@@ -403,12 +413,9 @@ impl Worker {
             let next = self.lock().queue.pop_front();
             match next {
                 Some(n) => {
-                    announced = false;
-                    if let Ok(m) = protocol::decode_to_worker(&n) {
-                        if m.is_ahead() {
-                            put_status(out, m.id(), self.max_frame, protocol::put_started);
-                            announced = true;
-                        }
+                    announced = n.ahead;
+                    if n.ahead {
+                        put_status(out, n.id, self.max_frame, protocol::put_started);
                     }
                     self.write(out);
                     out.clear();

@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -101,24 +99,11 @@ fn host_killed_by_sigkill(mode: &str, extra_delay: Duration) {
         .unwrap()
         .as_nanos();
     let tag = format!("{mode}-{}-{nanos}", std::process::id());
-    let mut host = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "chaos_host_helper", "--ignored", "--nocapture"])
-        .env(ROLE, mode)
-        .env(HOST_TAG, &tag)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = host.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.starts_with("READY") {
-                let _ = tx.send(line);
-            }
-        }
-    });
+    let (mut host, rx) = start_host_helper(
+        "chaos_host_helper",
+        &[(ROLE, mode), (HOST_TAG, &tag)],
+        "READY",
+    );
     if rx.recv_timeout(PATIENCE).is_err() {
         let _ = host.kill();
         let _ = host.wait();

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -32,26 +30,12 @@ async fn orphan_host_helper() {
 }
 
 fn workers_exit_when_the_host_dies_by(signal: i32) {
-    let mut host = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "orphan_host_helper", "--ignored", "--nocapture"])
-        .env(ROLE, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = host.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix("WORKERS ") {
-                let pids: Vec<u32> = rest.split(' ').map(|p| p.parse().unwrap()).collect();
-                let _ = tx.send(pids);
-            }
-        }
-    });
-    let pids = match rx.recv_timeout(PATIENCE) {
-        Ok(p) => p,
+    let (mut host, rx) = start_host_helper("orphan_host_helper", &[(ROLE, "1")], "WORKERS ");
+    let pids: Vec<u32> = match rx.recv_timeout(PATIENCE) {
+        Ok(line) => line["WORKERS ".len()..]
+            .split(' ')
+            .map(|p| p.parse().unwrap())
+            .collect(),
         Err(_) => {
             let _ = host.kill();
             panic!("the host helper did not report its workers");

@@ -535,3 +535,26 @@ pub fn measure_w1(
         .collect();
     (percentiles(floor), per_pool)
 }
+
+/// W3 set-up: calibrates a CPU-bound job of about `job_time`, computes the
+/// expected results of `jobs` of them, and starts warmed-up pools of 1 and
+/// 2 workers. Returns the job's iteration count, the expected results and
+/// the pools.
+pub fn prepare_scaling(
+    rt: &tokio::runtime::Runtime,
+    job_time: Duration,
+    jobs: u64,
+) -> (u64, Vec<u64>, [ProcessPoolExecutor; 2]) {
+    eprintln!("W3: calibrating the CPU-bound job...");
+    let iters = calibrate(job_time);
+    eprintln!("W3: {jobs} CPU-bound jobs, serially and on 1 and 2 workers...");
+    let expected: Vec<u64> = (0..jobs).map(|seed| spin(iters, seed)).collect();
+    let pools = rt.block_on(async {
+        let pools = [build_pool(1).await, build_pool(2).await];
+        for pool in &pools {
+            warm_up_spin(pool, iters).await;
+        }
+        pools
+    });
+    (iters, expected, pools)
+}
