@@ -30,6 +30,12 @@
 //! - W6 memory: host RSS with 100,000 jobs queued behind a worker busy with
 //!   a long job (in a fresh host process, so that memory freed by earlier
 //!   workloads does not hide the growth), and the RSS of an idle worker.
+//! - W7 async tasks: the no-op as an `AsyncTask`, awaited one at a time on
+//!   1 worker with `jobs_per_worker` 1 and 8, against the blocking no-op on
+//!   the same pool in the same blocks (the cost of the worker's runtime);
+//!   and I/O-bound fan-out, 512 jobs that each wait 20 ms on a timer, on 2
+//!   workers with `jobs_per_worker(64)`, against the same wait as a
+//!   blocking task with one job per worker (64 jobs): jobs/s.
 //!
 //! Python (`benches/python_pool.py`, if `python3` is on the PATH) and
 //! `procspawn` run W1, W2, W4 and W5 (64 MiB) with 2 workers; their rows
@@ -159,12 +165,42 @@ fn main() {
         .expect("a tokio runtime");
     let mut report = Report::default();
 
+    // `PROCPOOL_BENCH_ONLY=w3,w7` runs only those workloads (no peers).
+    let only = std::env::var("PROCPOOL_BENCH_ONLY").ok();
+    if let Some(only) = &only {
+        let run = |w: &str| only.split(',').any(|x| x.trim().eq_ignore_ascii_case(w));
+        if run("w1") || run("w2") {
+            let w1 = w1_latency(&rt, &mut report);
+            if run("w2") {
+                w2_throughput(&rt, &mut report, w1.floor.p50);
+            }
+        }
+        if run("w3") {
+            w3_scaling(&rt, &mut report);
+        }
+        if run("w4") {
+            w4_cold_start(&rt, &mut report);
+        }
+        if run("w5") {
+            w5_payload(&rt, &mut report);
+        }
+        if run("w6") {
+            w6_memory(&rt, &mut report);
+        }
+        if run("w7") {
+            w7_async(&rt, &mut report);
+        }
+        report.print();
+        return;
+    }
+
     let w1 = w1_latency(&rt, &mut report);
     let w2 = w2_throughput(&rt, &mut report, w1.floor.p50);
     w3_scaling(&rt, &mut report);
     let w4 = w4_cold_start(&rt, &mut report);
     let w5 = w5_payload(&rt, &mut report);
     w6_memory(&rt, &mut report);
+    w7_async(&rt, &mut report);
     let ours = Ours {
         w1: w1.two_workers,
         w2_submit: w2.0,
@@ -185,7 +221,7 @@ fn main() {
             }
         }
         Err(why) => report.add(
-            7,
+            8,
             Row::new(
                 "Python process pools",
                 format!("skipped: {why}"),
@@ -794,6 +830,81 @@ fn pid_status_bytes(pid: &str, field: &str) -> Option<u64> {
 /// Resets this process's peak RSS (VmHWM) to its current RSS (Linux).
 fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn w7_async(rt: &Runtime, report: &mut Report) {
+    eprintln!("W7: async tasks: no-op latency, I/O-bound fan-out...");
+    for jobs in [1, 8] {
+        let (sync, async_) = rt.block_on(async {
+            let pool = procpool::ProcessPoolExecutor::builder()
+                .workers(1)
+                .jobs_per_worker(jobs)
+                .build()
+                .await
+                .expect("the pool should start");
+            let (mut sync, mut async_) = (Vec::new(), Vec::new());
+            common::latency_of(&pool, LATENCY_WARMUP, &mut Vec::new(), common::Noop).await;
+            common::latency_of(&pool, LATENCY_WARMUP, &mut Vec::new(), common::AsyncNoop).await;
+            for _ in 0..LATENCY_ITERS / LATENCY_BLOCK / 2 {
+                common::latency_of(&pool, LATENCY_BLOCK, &mut sync, common::Noop).await;
+                common::latency_of(&pool, LATENCY_BLOCK, &mut async_, common::AsyncNoop).await;
+            }
+            pool.shutdown().await;
+            (percentiles(sync), percentiles(async_))
+        });
+        report.add(
+            7,
+            Row::new(
+                &format!("W7 async no-op latency, 1 worker, jobs_per_worker {jobs}"),
+                format!("p50 {:.1} µs", async_.p50),
+                format!("blocking no-op on the same pool p50 {:.1} µs", sync.p50),
+                format!("{:.2}x", async_.p50 / sync.p50),
+            ),
+        );
+    }
+    let (async_rate, blocking_rate) = rt.block_on(async {
+        let fan_out = procpool::ProcessPoolExecutor::builder()
+            .workers(2)
+            .jobs_per_worker(64)
+            .build()
+            .await
+            .expect("the pool should start");
+        let one_each = build_pool(2).await;
+        let rate = |pool: procpool::ProcessPoolExecutor, jobs: u64, blocking: bool| async move {
+            let t = Instant::now();
+            let handles: Vec<_> = (0..jobs)
+                .map(|_| {
+                    if blocking {
+                        pool.submit(common::BlockingWait(20))
+                    } else {
+                        pool.submit(common::AsyncWait(20))
+                    }
+                })
+                .collect();
+            for h in handles {
+                assert_eq!(h.await.expect("a waiting job failed"), 20);
+            }
+            let r = jobs as f64 / t.elapsed().as_secs_f64();
+            pool.shutdown().await;
+            r
+        };
+        (
+            rate(fan_out, 512, false).await,
+            rate(one_each, 64, true).await,
+        )
+    });
+    report.add(
+        7,
+        Row::new(
+            "W7 fan-out, 20 ms waits, 2 workers x 64 async jobs",
+            format!("{} jobs/s", group(async_rate)),
+            format!(
+                "blocking wait, 1 job per worker: {} jobs/s",
+                group(blocking_rate)
+            ),
+            format!("{:.1}x (ideal 64x)", async_rate / blocking_rate),
+        ),
+    );
 }
 
 fn w6_memory(rt: &Runtime, report: &mut Report) {

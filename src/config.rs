@@ -33,6 +33,7 @@ pub(crate) struct Config {
     pub(crate) max_startup_failures: u32,
     pub(crate) max_queued: Option<usize>,
     pub(crate) prefetch: usize,
+    pub(crate) jobs_per_worker: usize,
     pub(crate) max_tasks_per_worker: Option<u64>,
     pub(crate) max_worker_rss: Option<u64>,
     pub(crate) worker_memory_limit: Option<u64>,

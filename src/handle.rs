@@ -357,8 +357,9 @@ impl<T> JobHandle<T> {
     /// Cancels the job; returns whether the cancel took effect.
     ///
     /// A queued job is removed and never runs. A running job is asked to stop
-    /// (a task can notice with [`procpool::cancelled()`](crate::cancelled)),
-    /// and if it has not finished after the pool's cancel grace period its
+    /// (a task can notice with [`procpool::cancelled()`](crate::cancelled);
+    /// a running [`AsyncTask`](crate::AsyncTask) is dropped at its next
+    /// `.await`), and if it has not finished after the pool's cancel grace period its
     /// worker is killed (with its process group) and replaced. Either way,
     /// awaiting the handle then gives [`Error::Cancelled`] at once.
     ///

@@ -42,7 +42,8 @@
 //! # The pieces
 //!
 //! - [`Task`]: a serializable value with a `run` method; register each task
-//!   type with [`register!`].
+//!   type with [`register!`]. [`AsyncTask`] and [`StreamTask`] are the
+//!   async and the item-streaming kinds.
 //! - [`init()`]: the worker guard, first line of `main`. In test binaries
 //!   and benches use [`init_before_main!`] once per file instead.
 //! - [`ProcessPoolExecutor`]: `submit` returns a [`JobHandle`], a future of
@@ -51,30 +52,43 @@
 //!
 //! # Which kind of task
 //!
-//! - [`Task`]: one value in, one value out. Most work. Long ones can call
-//!   [`report_progress`] (seen on [`JobHandle::progress`]) and poll
-//!   [`cancelled()`].
-//! - [`StreamTask`]: emits many items while it runs, then returns; the host
-//!   gets an [`ItemStream`] with flow control (a slow consumer pauses the
-//!   producer). For generators, partial results, long scans.
-//! - Many small tasks: [`ProcessPoolExecutor::map`] with
-//!   [`MapStream::chunk_size`] sends them in batches, one frame each.
+//! | the work | pick | how it runs in the worker |
+//! |---|---|---|
+//! | CPU-bound, one value in, one out (most work) | [`Task`] | on a worker thread, one job per worker at a time |
+//! | waits on I/O (network, subprocesses, a flaky native client) | [`AsyncTask`] with [`Builder::jobs_per_worker`] | as a tokio task on the worker's runtime, up to `n` jobs per worker at once |
+//! | produces many results over time (a generator, a long scan) | [`StreamTask`] | on a worker thread; the host gets an [`ItemStream`], and a slow consumer pauses the producer |
+//! | many tiny tasks | [`Task`] with [`ProcessPoolExecutor::map`] and [`MapStream::chunk_size`] | in batches, one frame (and one round trip) per batch |
+//!
+//! - A CPU-bound task gains nothing from `async`: the pool's parallelism is
+//!   its processes ([`Builder::workers`], default one per core). Keep
+//!   `jobs_per_worker` at 1 for such work.
+//! - An I/O-bound task as a blocking [`Task`] holds a whole process while
+//!   it waits. As an [`AsyncTask`] with `jobs_per_worker(n)`, each worker
+//!   keeps `n` waits in flight; and a cancel or timeout drops its future in
+//!   the worker (destructors run, the worker survives) instead of killing
+//!   the process.
+//! - Long jobs of any kind can report progress with [`report_progress`]
+//!   (seen on [`JobHandle::progress`]) and check [`cancelled()`].
 //! - Something expensive every task needs (a model, a cache, a
 //!   connection): build it once per worker in the
-//!   [initializer](Builder::initializer) with [`set_worker_state`] and read
-//!   it with [`worker_state`].
+//!   [initializer](Builder::initializer) (which may be an [`AsyncTask`])
+//!   with [`set_worker_state`], and read it with [`worker_state`]. It lives
+//!   as long as the worker; a recycled or replaced worker runs the
+//!   initializer again.
 //!
 //! # What happens when things go wrong
 //!
 //! - A task that panics fails its job with [`Error::Panicked`]; the worker
 //!   keeps serving.
 //! - A worker that dies (abort, segfault, `exit`, a kill from outside) fails
-//!   only the job it was running, with [`Error::WorkerDied`] (exit status and
-//!   the tail of its stderr); the worker is replaced and the pool keeps its
-//!   size. There is no "broken pool" state.
+//!   only the job it was running (with [`Builder::jobs_per_worker`] above 1,
+//!   the jobs it was running), with [`Error::WorkerDied`] (exit status and
+//!   the tail of its stderr); jobs sent ahead to it and not started are
+//!   requeued. The worker is replaced and the pool keeps its size. There is
+//!   no "broken pool" state.
 //! - Dropping a [`JobHandle`] cancels the job; a job that outlives its
-//!   timeout is stopped by killing its worker (and the worker's process
-//!   group).
+//!   timeout is cancelled the same way, and if it does not stop within the
+//!   grace period its worker (with the worker's process group) is killed.
 //! - Workers exit when the host goes away, even by `SIGKILL`: they notice
 //!   the end of their input while a job runs, and on Linux the parent-death
 //!   signal is a backup.
@@ -91,7 +105,9 @@
 //!   [`JobSet::abort_all`].
 //! - A job still in the queue is removed and never runs.
 //! - A running job is asked to stop: [`cancelled()`] turns true inside the
-//!   task, which may return early. If it has not finished after the
+//!   task, which may return early. A running [`AsyncTask`] is dropped at its
+//!   next `.await` (its destructors run inside the worker, which keeps
+//!   serving). If the job has not finished after the
 //!   [cancel grace period](Builder::cancel_grace) (200 ms by default), its
 //!   worker is killed with its whole process group (so processes the task
 //!   started die too) and a replacement is started.
@@ -104,10 +120,11 @@
 //!
 //! Timeouts ([`Builder::job_timeout`], [`JobOptions::timeout`]) count from
 //! when the job starts running on a worker, not while it waits in the
-//! queue. A job that runs longer resolves to [`Error::TimedOut`] and its
-//! worker is killed at once and replaced, so the CPU is really freed. To
-//! bound the total wait including the queue, wrap the handle in
-//! `tokio::time::timeout`.
+//! queue. A job that runs longer resolves to [`Error::TimedOut`] at once
+//! and is then stopped exactly like a cancelled one: asked (an async task
+//! is dropped), and after the grace period its worker is killed and
+//! replaced, so the CPU is really freed. To bound the total wait including
+//! the queue, wrap the handle in `tokio::time::timeout`.
 //!
 //! [`JobHandle::detach`] does the opposite: the job runs to completion and
 //! its result is discarded.
@@ -139,8 +156,8 @@
 //! - Every submitted job resolves exactly once: with its output or with an
 //!   [`Error`] that says what happened.
 //! - A job runs at most once: a job whose worker died is not run again.
-//! - Jobs start in submission order, each on the first idle worker; a job
-//!   never waits behind another while a worker is idle.
+//! - Jobs start in submission order, each on the first worker with a free
+//!   slot; a job never waits behind another while a worker is idle.
 //!
 //! # Implementation
 //!
@@ -154,7 +171,11 @@
 //!
 //! Each worker process has two threads: one reads frames from the host (so
 //! it notices a cancel or the host's exit while a job runs) and one runs
-//! jobs. A worker's stdout and stderr (including a task's `println!`) are
+//! jobs. Async tasks run on a tokio runtime the worker starts on first use
+//! (one runtime thread, I/O and timers enabled); with
+//! [`Builder::jobs_per_worker`] above 1, the reading thread hands each job
+//! to that runtime (async tasks) or its blocking threads (everything else),
+//! and results go back in the order jobs finish. A worker's stdout and stderr (including a task's `println!`) are
 //! forwarded to the host's stderr with a `[procpool worker PID]` prefix; the
 //! protocol uses a private copy of the original stdout descriptor.
 //!
@@ -171,8 +192,9 @@
 //!   build and protocol version.
 //! - A worker inherits the host's environment (plus `PROCPOOL_WORKER`, the
 //!   host's pid, `PROCPOOL_MAX_FRAME`, and with the matching builder options
-//!   `PROCPOOL_NICE` and `PROCPOOL_CORE_DUMPS`, all read by `init()`; adjust with [`Builder::env`], [`Builder::env_remove`],
-//!   [`Builder::env_clear`]), its working directory, and exactly three file
+//!   `PROCPOOL_NICE`, `PROCPOOL_CORE_DUMPS` and `PROCPOOL_JOBS_PER_WORKER`,
+//!   all read by `init()`; adjust with [`Builder::env`],
+//!   [`Builder::env_remove`], [`Builder::env_clear`]), its working directory, and exactly three file
 //!   descriptors: stdin and stdout (the protocol) and stderr, all pipes to
 //!   the host. Everything Rust and tokio open is close-on-exec, and the
 //!   worker moves the protocol to private close-on-exec descriptors before
@@ -191,12 +213,14 @@
 )]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod async_task;
 mod config;
 mod error;
 mod frame;
 #[doc(hidden)]
 pub mod fuzz;
 mod handle;
+mod job;
 mod options;
 mod pool;
 mod process;
@@ -211,8 +235,10 @@ mod sys;
 mod task;
 mod worker;
 
+pub use async_task::AsyncTask;
 pub use error::{Error, ExitStatus, SerdeStage};
 pub use handle::{ItemStream, JobHandle, JobId};
+pub use job::cancelled;
 pub use options::JobOptions;
 pub use pool::{Builder, ProcessPoolExecutor};
 pub use progress::{
@@ -221,7 +247,7 @@ pub use progress::{
 pub use stats::PoolStats;
 pub use streams::{AsCompleted, JobSet, MapStream, as_completed};
 pub use task::{Emitter, StreamTask, Task};
-pub use worker::{cancelled, init};
+pub use worker::init;
 
 /// Support items for the macros; not a public API.
 #[doc(hidden)]

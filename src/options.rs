@@ -28,7 +28,9 @@ impl JobOptions {
     /// job starts running on a worker, not while it waits in the queue (to
     /// bound the whole wait, wrap the handle in `tokio::time::timeout`, which
     /// cancels the job when it fires). A job that runs longer resolves to
-    /// [`Error::TimedOut`](crate::Error::TimedOut) and its worker is killed
+    /// [`Error::TimedOut`](crate::Error::TimedOut) and is stopped like a
+    /// cancelled job: asked first, then after the
+    /// [grace period](crate::Builder::cancel_grace) its worker is killed
     /// and replaced.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);

@@ -47,6 +47,7 @@ struct Inner {
     next_id: AtomicU64,
     max_frame: usize,
     workers: usize,
+    jobs_per_worker: usize,
     queue_slots: Option<Arc<Semaphore>>,
     max_queued: usize,
 }
@@ -445,6 +446,12 @@ impl ProcessPoolExecutor {
         self.inner.workers
     }
 
+    /// How many jobs each worker runs at once
+    /// ([`Builder::jobs_per_worker`]).
+    pub fn jobs_per_worker(&self) -> usize {
+        self.inner.jobs_per_worker
+    }
+
     /// The process ids of the live workers, in ascending order.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.inner.shared.pids()
@@ -488,6 +495,7 @@ impl Default for Builder {
                 max_startup_failures: 5,
                 max_queued: None,
                 prefetch: 32,
+                jobs_per_worker: 1,
                 max_tasks_per_worker: None,
                 max_worker_rss: None,
                 worker_memory_limit: None,
@@ -575,8 +583,8 @@ impl Builder {
         self
     }
 
-    /// How long a cancelled running job may take to stop by itself before
-    /// its worker is killed (default 200 ms).
+    /// How long a cancelled (or timed-out) running job may take to stop by
+    /// itself before its worker is killed (default 200 ms).
     pub fn cancel_grace(mut self, d: Duration) -> Self {
         self.cfg.cancel_grace = d;
         self
@@ -584,8 +592,10 @@ impl Builder {
 
     /// A default timeout for every job, counted from when the job starts
     /// running (not while it waits in the queue). A job that runs longer
-    /// resolves to [`Error::TimedOut`] and its worker is killed and
-    /// replaced. Default: none.
+    /// resolves to [`Error::TimedOut`] and is stopped like a cancelled job:
+    /// asked first (an [`AsyncTask`](crate::AsyncTask) is dropped), then,
+    /// after the [grace period](Self::cancel_grace), its worker is killed
+    /// and replaced. Default: none.
     pub fn job_timeout(mut self, d: Duration) -> Self {
         self.cfg.job_timeout = Some(d);
         self
@@ -642,6 +652,26 @@ impl Builder {
         self
     }
 
+    /// How many jobs each worker runs at once (default 1).
+    ///
+    /// Raise it for [`AsyncTask`](crate::AsyncTask)s that mostly wait (on
+    /// the network, on a subprocess): a worker then polls up to `n` of them
+    /// concurrently on its runtime, so `workers(2).jobs_per_worker(32)`
+    /// keeps 64 requests in flight from two processes. Blocking [`Task`]s
+    /// also run `n` at a time, each on its own thread in the worker; for
+    /// CPU-bound work keep the default and size the pool with
+    /// [`workers`](Self::workers) instead.
+    ///
+    /// A worker that dies or is killed fails every job running on it, so a
+    /// task that must be stopped by force (it ignores its cancel past the
+    /// [grace period](Self::cancel_grace)) takes the others on its worker
+    /// down too. Async tasks are stopped without a kill: their future is
+    /// dropped at its next `.await`.
+    pub fn jobs_per_worker(mut self, n: usize) -> Self {
+        self.cfg.jobs_per_worker = n.max(1);
+        self
+    }
+
     /// Replaces a worker after it has run `n` jobs (Python's
     /// `max_tasks_per_child`), for leaky native libraries. The replacement
     /// starts at once; no job waits for it if another worker is idle.
@@ -660,7 +690,8 @@ impl Builder {
 
     /// Limits each worker's resident memory (RSS) while it runs a job: a
     /// worker above `bytes` is killed and replaced, and its job fails with
-    /// [`Error::MemoryLimit`]. The host polls `/proc` every 20 ms (Linux),
+    /// [`Error::MemoryLimit`] (with [`jobs_per_worker`](Self::jobs_per_worker)
+    /// above one, every job running on it does). The host polls `/proc` every 20 ms (Linux),
     /// so a job that allocates very fast can overshoot briefly; this guards
     /// against runaway jobs, it is not a hard cap (use cgroups for that).
     /// Unlike `RLIMIT_AS`, it does not break allocators that reserve large
@@ -759,6 +790,7 @@ impl Builder {
         let (ready_tx, ready_rx) = oneshot::channel();
         let workers = cfg.workers;
         let max_frame = cfg.max_frame;
+        let jobs_per_worker = cfg.jobs_per_worker;
         let max_queued = cfg.max_queued.unwrap_or(usize::MAX);
         let queue_slots = cfg
             .max_queued
@@ -792,6 +824,7 @@ impl Builder {
                 next_id: AtomicU64::new(0),
                 max_frame,
                 workers,
+                jobs_per_worker,
                 queue_slots,
                 max_queued,
             }),

@@ -22,7 +22,9 @@ use crate::config::{Config, Initializer};
 use crate::error::{Error, ExitStatus, fmt_tail};
 use crate::frame::{AsyncFrameReader, FrameError};
 use crate::protocol::{self, FromWorker};
-use crate::worker::{CORE_DUMPS_ENV, EXIT_MISSING_INIT, MARKER_ENV, MAX_FRAME_ENV, NICE_ENV};
+use crate::worker::{
+    CORE_DUMPS_ENV, EXIT_MISSING_INIT, JOBS_ENV, MARKER_ENV, MAX_FRAME_ENV, NICE_ENV,
+};
 
 /// How much unexpected stdout output the handshake scans for the magic.
 const HANDSHAKE_SCAN_LIMIT: usize = 64 * 1024;
@@ -106,6 +108,9 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
         .process_group(0);
     if cfg.core_dumps {
         cmd.env(CORE_DUMPS_ENV, "1");
+    }
+    if cfg.jobs_per_worker > 1 {
+        cmd.env(JOBS_ENV, cfg.jobs_per_worker.to_string());
     }
     if let Some(nice) = cfg.nice {
         cmd.env(NICE_ENV, nice.to_string());

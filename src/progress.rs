@@ -3,7 +3,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A progress report from a running job, seen through
 /// [`JobHandle::progress`](crate::JobHandle::progress).
@@ -43,7 +43,6 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(10);
 /// Where the worker sends progress frames; set when the worker starts.
 pub(crate) type ProgressSink = Box<dyn Fn(u64, u64, Option<u64>, Option<&str>) + Send + Sync>;
 pub(crate) static SINK: OnceLock<ProgressSink> = OnceLock::new();
-static LAST_SENT: Mutex<Option<(u64, Instant)>> = Mutex::new(None);
 
 /// Reports progress of the running job to the host: `done` units out of
 /// `total` (if known).
@@ -66,25 +65,11 @@ fn send(done: u64, total: Option<u64>, message: Option<&str>) {
     let Some(sink) = SINK.get() else {
         return;
     };
-    let job = crate::worker::current_job();
-    if job == 0 {
-        return;
-    }
-    let now = Instant::now();
-    let last = LAST_SENT.lock().map(|mut l| {
-        let due = match *l {
-            Some((j, at)) => j != job || now.duration_since(at) >= PROGRESS_INTERVAL,
-            None => true,
-        };
-        let final_report = total == Some(done);
-        if due || final_report {
-            *l = Some((job, now));
-            true
-        } else {
-            false
-        }
+    let final_report = total == Some(done);
+    let due = crate::job::with_current(|ctx| {
+        (ctx.id != 0 && ctx.progress_due(PROGRESS_INTERVAL, final_report)).then_some(ctx.id)
     });
-    if last.unwrap_or(true) {
+    if let Some(Some(job)) = due {
         sink(job, done, total, message);
     }
 }

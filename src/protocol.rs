@@ -11,7 +11,7 @@
 use crate::frame::{put_varint, take_varint};
 
 /// Version of the wire protocol; host and worker must agree.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 /// Written by a worker before its first frame.
 pub(crate) const MAGIC: &[u8; 8] = b"\0PRCPOOL";
@@ -34,6 +34,7 @@ const STARTED: u8 = 0x14;
 const REVOKED: u8 = 0x15;
 const PROGRESS: u8 = 0x16;
 const ITEM: u8 = 0x17;
+const CANCELLED: u8 = 0x18;
 
 /// Where in the worker a job failed without panicking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +251,8 @@ pub(crate) enum FromWorker {
     /// A job sent ahead was given back without running (revoked, or
     /// cancelled before it started).
     Revoked { id: u64 },
+    /// A running async job was dropped because the host cancelled it.
+    Cancelled { id: u64 },
 }
 
 /// Writes the fields of a job frame; the caller appends the payload and
@@ -311,6 +314,11 @@ pub(crate) fn put_progress(
         buf.push(1);
         buf.extend_from_slice(m.as_bytes());
     }
+}
+
+pub(crate) fn put_cancelled(buf: &mut Vec<u8>, id: u64) {
+    buf.push(CANCELLED);
+    put_varint(buf, id);
 }
 
 pub(crate) fn put_revoked(buf: &mut Vec<u8>, id: u64) {
@@ -464,15 +472,15 @@ pub(crate) fn decode_from_worker(body: Vec<u8>) -> Result<FromWorker, String> {
                 message,
             })
         }
-        STARTED | REVOKED => {
+        STARTED | REVOKED | CANCELLED => {
             let id = take_varint(&mut rest).ok_or_else(|| bad("status"))?;
             if !rest.is_empty() {
                 return Err(bad("status"));
             }
-            Ok(if kind == STARTED {
-                FromWorker::Started { id }
-            } else {
-                FromWorker::Revoked { id }
+            Ok(match kind {
+                STARTED => FromWorker::Started { id },
+                REVOKED => FromWorker::Revoked { id },
+                _ => FromWorker::Cancelled { id },
             })
         }
         other => Err(format!("a frame of unknown kind {other} from the worker")),

@@ -6,14 +6,16 @@
 //! handles and the pool send [`Command`]s, worker I/O tasks and timers send
 //! [`Event`]s.
 //!
-//! It keeps one FIFO queue. The next job goes to whichever worker is idle,
-//! so a job never waits behind another while a worker is free. While every
-//! worker is busy, a few small jobs are also sent ahead to each (they wait
-//! inside the worker, which acknowledges each start); a job sent ahead is
-//! revoked when another worker goes idle with nothing queued, and requeued
-//! if its worker dies before starting it. Each worker's jobs in flight form
-//! a FIFO (`Worker::inflight`): the front is running, results come back in
-//! that order.
+//! It keeps one FIFO queue. The next job goes to whichever worker has a
+//! free slot (a worker runs up to `jobs_per_worker` jobs at once, one by
+//! default), so a job never waits behind another while a worker is free.
+//! While every slot is taken, a few small jobs are also sent ahead to each
+//! worker (they wait inside it, and it acknowledges each start); a job sent
+//! ahead is revoked when another worker goes idle with nothing queued, and
+//! requeued if its worker dies before starting it. Each worker's jobs in
+//! flight are kept in the order they were sent (`Worker::inflight`): the
+//! started ones first, then those sent ahead, which start in that order.
+//! Started jobs may finish in any order when several run at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -116,8 +118,8 @@ struct Worker {
     pid: u32,
     link: Link,
     state: WorkerState,
-    /// Jobs sent to it, in order: the first is running (or about to), the
-    /// rest were sent ahead and wait in the worker.
+    /// Jobs sent to it, in order: the started ones (running), then those
+    /// sent ahead that wait in the worker.
     inflight: VecDeque<JobId>,
     /// Jobs sent to it so far (for `max_tasks_per_worker`).
     sent: u64,
@@ -129,8 +131,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn current(&self) -> Option<JobId> {
-        self.inflight.front().copied()
+    fn position(&self, id: JobId) -> Option<usize> {
+        self.inflight.iter().position(|&j| j == id)
     }
 }
 
@@ -444,18 +446,22 @@ impl Scheduler {
                 }
             }
             Event::TimedOut { uid, job, timeout } => {
-                if self.running_on(uid) == Some(job) {
+                if self.is_running_on(uid, job) {
                     if let Some(j) = self.jobs.get(&job) {
                         let slot = j.slot.clone();
                         self.resolve(&slot, Err(Error::TimedOut { timeout }));
                     }
-                    self.kill_worker(uid);
+                    // The same path as a cancel: ask, then kill after the
+                    // grace period.
+                    self.send_control(uid, |f| protocol::put_cancel(f, job.0));
+                    let grace = self.cfg.cancel_grace;
+                    self.timer(grace, Event::GraceOver { uid, job });
                 }
             }
             Event::IdleCheck => self.on_idle_check(),
             Event::MemoryCheck => self.on_memory_check(),
             Event::GraceOver { uid, job } => {
-                if self.running_on(uid) == Some(job) {
+                if self.is_running_on(uid, job) {
                     self.kill_worker(uid);
                 }
             }
@@ -466,6 +472,8 @@ impl Scheduler {
         let (id, result) = match msg {
             FromWorker::Done { id, body, offset } => (id, Ok(Encoded { body, offset })),
             FromWorker::Panicked { id, message } => (id, Err(Error::Panicked { message })),
+            // The host cancelled it (its handle is resolved already).
+            FromWorker::Cancelled { id } => (id, Err(Error::Cancelled)),
             FromWorker::Failed { id, stage, message } => {
                 let type_name = self
                     .jobs
@@ -513,13 +521,13 @@ impl Scheduler {
             }
         };
         let id = JobId(id);
-        if !self.is_front(uid, id, "reported on") {
+        let Some(at) = self.running_at(uid, id, "reported on") else {
             return;
-        }
+        };
         let Some(w) = self.workers.get_mut(&uid) else {
             return;
         };
-        w.inflight.pop_front();
+        w.inflight.remove(at);
         let recycle = self.cfg.max_tasks_per_worker.is_some_and(|n| w.sent >= n)
             || self
                 .cfg
@@ -546,60 +554,101 @@ impl Scheduler {
         }
     }
 
-    /// Bookkeeping once a worker's front job is gone: it goes idle, or is
-    /// retired when its last job is done.
+    /// Bookkeeping once one of a worker's jobs is gone: it goes idle (or
+    /// has a free slot again), or is retired when its last job is done.
     fn after_job(&mut self, uid: u64) {
-        let Some(w) = self.workers.get_mut(&uid) else {
+        let Some(w) = self.workers.get(&uid) else {
             return;
         };
         if w.state == WorkerState::Leaving {
             return;
         }
         if w.retiring {
-            let ahead: Vec<JobId> = w.inflight.iter().skip(1).copied().collect();
-            if w.inflight.is_empty() {
-                w.state = WorkerState::Leaving;
-                w.link.frames = None;
-            } else {
-                for id in ahead {
-                    self.revoke(uid, id);
+            let ahead = self.not_started(uid);
+            if let Some(w) = self.workers.get_mut(&uid) {
+                if w.inflight.is_empty() {
+                    w.state = WorkerState::Leaving;
+                    w.link.frames = None;
+                    return;
                 }
+            }
+            for id in ahead {
+                self.revoke(uid, id);
             }
             return;
         }
-        if !w.inflight.is_empty() {
-            // The next job starts right away (its start notice follows).
+        let slots = self.cfg.jobs_per_worker;
+        let Some(w) = self.workers.get_mut(&uid) else {
             return;
+        };
+        if w.inflight.is_empty() {
+            w.state = WorkerState::Idle;
+            w.idle_since = Instant::now();
+            w.link.current_job.store(0, Ordering::Relaxed);
         }
-        w.state = WorkerState::Idle;
-        w.idle_since = Instant::now();
-        w.link.current_job.store(0, Ordering::Relaxed);
-        self.idle.push(uid);
+        // With jobs sent ahead, the next one starts right away (its start
+        // notice follows) and takes the free slot.
+        if w.inflight.len() < slots && !self.idle.contains(&uid) {
+            self.idle.push(uid);
+        }
     }
 
-    /// The job that is running (known to have started) on a worker.
-    fn running_on(&self, uid: u64) -> Option<JobId> {
-        let id = self.workers.get(&uid)?.current()?;
-        self.jobs.get(&id).filter(|j| j.started).map(|_| id)
+    /// Jobs sent ahead to a worker that have not started.
+    fn not_started(&self, uid: u64) -> Vec<JobId> {
+        let Some(w) = self.workers.get(&uid) else {
+            return Vec::new();
+        };
+        w.inflight
+            .iter()
+            .copied()
+            .filter(|id| self.jobs.get(id).is_some_and(|j| !j.started))
+            .collect()
     }
 
-    /// Whether `id` is the job at the front of the worker's in-flight
-    /// queue (the only one it may report on); a worker that names another
-    /// job broke the protocol and is replaced.
-    fn is_front(&mut self, uid: u64, id: JobId, what: &str) -> bool {
-        match self.workers.get(&uid) {
-            None => false,
-            Some(w) if w.current() == Some(id) => true,
-            Some(_) => {
+    /// Jobs known to be running on a worker.
+    fn started_on(&self, uid: u64) -> Vec<JobId> {
+        let Some(w) = self.workers.get(&uid) else {
+            return Vec::new();
+        };
+        w.inflight
+            .iter()
+            .copied()
+            .filter(|id| self.jobs.get(id).is_some_and(|j| j.started))
+            .collect()
+    }
+
+    /// Whether `job` is running (known to have started) on a worker.
+    fn is_running_on(&self, uid: u64, job: JobId) -> bool {
+        self.workers
+            .get(&uid)
+            .is_some_and(|w| w.position(job).is_some())
+            && self.jobs.get(&job).is_some_and(|j| j.started)
+    }
+
+    /// Where `id` is in the worker's in-flight jobs, if it is one it may
+    /// report on (sent to it and started); a worker that names another job
+    /// broke the protocol and is replaced.
+    fn running_at(&mut self, uid: u64, id: JobId, what: &str) -> Option<usize> {
+        let w = self.workers.get(&uid)?;
+        match w.position(id) {
+            Some(at) if self.jobs.get(&id).is_none_or(|j| j.started) => Some(at),
+            _ => {
                 let message = format!("the worker {what} {id}, which it was not running");
                 self.protocol_violation(uid, message);
-                false
+                None
             }
         }
     }
 
     fn on_started(&mut self, uid: u64, id: JobId) {
-        if !self.is_front(uid, id, "started") {
+        if self
+            .workers
+            .get(&uid)
+            .and_then(|w| w.position(id))
+            .is_none()
+        {
+            let message = format!("the worker started {id}, which it was not sent");
+            self.protocol_violation(uid, message);
             return;
         }
         let Some(job) = self.jobs.get_mut(&id) else {
@@ -617,9 +666,12 @@ impl Scheduler {
         job.span.in_scope(|| tracing::debug!("started"));
         self.ahead = self.ahead.saturating_sub(1);
         self.running += 1;
+        let attribute = self.cfg.jobs_per_worker == 1;
         if let Some(w) = self.workers.get_mut(&uid) {
             w.ahead_bytes = w.ahead_bytes.saturating_sub(size);
-            w.link.current_job.store(id.0, Ordering::Relaxed);
+            if attribute {
+                w.link.current_job.store(id.0, Ordering::Relaxed);
+            }
         }
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
@@ -649,17 +701,15 @@ impl Scheduler {
         let Some(w) = self.workers.get_mut(&uid) else {
             return;
         };
-        let Some(at) = w.inflight.iter().position(|&j| j == id) else {
+        let Some(at) = w.position(id) else {
             return;
         };
         w.inflight.remove(at);
         self.ahead = self.ahead.saturating_sub(1);
         let size = self.jobs.get(&id).map_or(0, |j| j.size);
         w.ahead_bytes = w.ahead_bytes.saturating_sub(size);
-        if w.inflight.is_empty() {
-            // Re-evaluate: idle again, or retired.
-            self.after_job(uid);
-        }
+        // Re-evaluate: a free slot, idle again, or retired.
+        self.after_job(uid);
         self.requeue_front(&[id]);
     }
 
@@ -844,25 +894,28 @@ impl Scheduler {
     }
 
     fn dispatch(&mut self) {
-        // Idle workers first: a job never waits while a worker is free.
+        // Free slots first: a job never waits while a worker is free.
         while !self.idle.is_empty() {
             let Some(id) = self.next_queued() else {
                 break;
             };
-            let Some(uid) = self.idle.pop() else { break };
+            let Some(uid) = self.take_free_slot() else {
+                break;
+            };
             self.send_job(uid, id, false);
         }
         // Then keep up to `prefetch` jobs waiting inside each busy worker,
         // so it never waits for the host between jobs. Round by round, the
         // emptiest first, so the workers share the queue evenly.
         if self.cfg.prefetch > 0 && self.has_queued() {
+            let most = self.cfg.jobs_per_worker + self.cfg.prefetch;
             let mut room: Vec<(usize, u64)> = self
                 .workers
                 .iter()
                 .filter(|(_, w)| {
                     w.state == WorkerState::Busy
                         && !w.retiring
-                        && w.inflight.len() <= self.cfg.prefetch
+                        && w.inflight.len() < most
                         && self.cfg.max_tasks_per_worker.is_none_or(|n| w.sent < n)
                 })
                 .map(|(&uid, w)| (w.inflight.len(), uid))
@@ -871,7 +924,7 @@ impl Scheduler {
             'rounds: loop {
                 let mut sent_any = false;
                 for (depth, uid) in room.iter_mut() {
-                    if *depth > self.cfg.prefetch {
+                    if *depth >= most {
                         continue;
                     }
                     let Some(id) = self.next_queued() else {
@@ -882,7 +935,7 @@ impl Scheduler {
                     let size = self.jobs.get(&id).map_or(0, |j| j.size);
                     let fits = self.workers.get(uid).is_some_and(|w| {
                         w.ahead_bytes + size <= AHEAD_BYTES
-                            || (w.inflight.len() == 1 && size <= AHEAD_ONE_BYTES)
+                            || (w.ahead_bytes == 0 && size <= AHEAD_ONE_BYTES)
                     });
                     if !fits {
                         self.requeue_front(&[id]);
@@ -900,16 +953,37 @@ impl Scheduler {
         }
         // A worker is idle and nothing is queued: take back jobs waiting
         // behind a running one elsewhere, so none waits behind a long job.
-        if !self.idle.is_empty() && !self.has_queued() {
-            let ahead: Vec<(u64, JobId)> = self
-                .workers
-                .iter()
-                .flat_map(|(&uid, w)| w.inflight.iter().skip(1).map(move |&id| (uid, id)))
-                .collect();
-            for (uid, id) in ahead {
-                self.revoke(uid, id);
+        if !self.idle.is_empty() && !self.has_queued() && self.ahead > 0 {
+            let uids: Vec<u64> = self.workers.keys().copied().collect();
+            for uid in uids {
+                for id in self.not_started(uid) {
+                    self.revoke(uid, id);
+                }
             }
         }
+    }
+
+    /// A worker with a free slot, for the next job: the one running the
+    /// fewest jobs. It leaves the free list once this job fills it.
+    fn take_free_slot(&mut self) -> Option<u64> {
+        let slots = self.cfg.jobs_per_worker;
+        if slots == 1 {
+            return self.idle.pop();
+        }
+        let (at, _) = self
+            .idle
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, uid)| self.workers.get(uid).map_or(0, |w| w.inflight.len()))?;
+        let uid = self.idle[at];
+        if self
+            .workers
+            .get(&uid)
+            .is_none_or(|w| w.inflight.len() + 1 >= slots)
+        {
+            self.idle.swap_remove(at);
+        }
+        Some(uid)
     }
 
     /// The next job in the queue that is still wanted.
@@ -967,7 +1041,8 @@ impl Scheduler {
         w.sent += 1;
         job.span
             .in_scope(|| tracing::debug!(worker_pid = w.pid, ahead, "dispatched"));
-        if !ahead {
+        // Output lines name the job only while it is the worker's only one.
+        if !ahead && self.cfg.jobs_per_worker == 1 {
             w.link.current_job.store(id.0, Ordering::Relaxed);
         }
         job.worker = Some(uid);
@@ -998,12 +1073,19 @@ impl Scheduler {
         if self.mode != Mode::Draining || self.has_queued() {
             return;
         }
-        for uid in std::mem::take(&mut self.idle) {
-            if let Some(w) = self.workers.get_mut(&uid) {
-                w.state = WorkerState::Leaving;
-                w.link.frames = None;
+        let workers = &mut self.workers;
+        self.idle.retain(|uid| {
+            let Some(w) = workers.get_mut(uid) else {
+                return false;
+            };
+            if !w.inflight.is_empty() {
+                // Still running jobs; it closes once they are done.
+                return true;
             }
-        }
+            w.state = WorkerState::Leaving;
+            w.link.frames = None;
+            false
+        });
     }
 
     /// Closes a worker's input so it exits; used to recycle it.
@@ -1020,20 +1102,24 @@ impl Scheduler {
         let Some(limit) = self.cfg.worker_memory_limit else {
             return;
         };
-        let over: Vec<(u64, JobId, u64)> = self
+        let over: Vec<(u64, u64)> = self
             .workers
             .iter()
             .filter(|(_, w)| w.state == WorkerState::Busy)
             .filter_map(|(&uid, w)| {
                 let rss = crate::sys::rss_bytes(w.pid)?;
-                Some((uid, w.current()?, rss)).filter(|_| rss > limit)
+                Some((uid, rss)).filter(|_| rss > limit)
             })
             .collect();
-        for (uid, id, rss) in over {
-            if let Some(job) = self.jobs.get(&id) {
-                let slot = job.slot.clone();
-                self.shared
-                    .resolve(&slot, Err(Error::MemoryLimit { limit, rss }));
+        for (uid, rss) in over {
+            // Every job running on it shares the blame: memory is per
+            // process.
+            for id in self.started_on(uid) {
+                if let Some(job) = self.jobs.get(&id) {
+                    let slot = job.slot.clone();
+                    self.shared
+                        .resolve(&slot, Err(Error::MemoryLimit { limit, rss }));
+                }
             }
             self.kill_worker(uid);
         }
@@ -1056,7 +1142,7 @@ impl Scheduler {
                 .filter(|uid| {
                     self.workers
                         .get(uid)
-                        .is_some_and(|w| w.idle_since.elapsed() >= timeout)
+                        .is_some_and(|w| w.inflight.is_empty() && w.idle_since.elapsed() >= timeout)
                 })
                 .collect();
             for uid in expired {
@@ -1111,12 +1197,11 @@ impl Scheduler {
     }
 
     fn protocol_violation(&mut self, uid: u64, message: String) {
-        if let Some(w) = self.workers.get(&uid) {
-            if let Some(id) = w.current() {
-                if let Some(job) = self.jobs.get(&id) {
-                    let slot = job.slot.clone();
-                    self.resolve(&slot, Err(Error::Protocol { message }));
-                }
+        for id in self.started_on(uid) {
+            if let Some(job) = self.jobs.get(&id) {
+                let slot = job.slot.clone();
+                let message = message.clone();
+                self.resolve(&slot, Err(Error::Protocol { message }));
             }
         }
         self.kill_worker(uid);

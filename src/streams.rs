@@ -246,7 +246,7 @@ impl<O: DeserializeOwned + Send + 'static> MapStream<O> {
     {
         let pool = pool.clone();
         let opts = MapOptions {
-            in_flight: 4 * pool.workers().max(1),
+            in_flight: pool.workers().max(1) * pool.jobs_per_worker().max(4),
             chunk_size: 1,
             ordered,
         };
@@ -287,7 +287,9 @@ impl<O: DeserializeOwned + Send + 'static> MapStream<O> {
     }
 
     /// How many jobs (or batches) may be submitted and unfinished at once
-    /// (default: four per worker). Only effective before the first poll.
+    /// (default: four per worker, or
+    /// [`jobs_per_worker`](crate::Builder::jobs_per_worker) per worker if
+    /// that is more). Only effective before the first poll.
     pub fn in_flight(self, n: usize) -> Self {
         self.options(|o| o.in_flight = n.max(1))
     }

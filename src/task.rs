@@ -32,6 +32,10 @@ use crate::protocol::FailStage;
 /// Every task type must also be registered with [`register!`](crate::register)
 /// so workers can find its code.
 ///
+/// For an `async fn run`, implement [`AsyncTask`](crate::AsyncTask) instead:
+/// every async task is a `Task` through a blanket impl, so it is submitted
+/// and registered the same way.
+///
 /// ```
 /// use serde::{Deserialize, Serialize};
 ///
@@ -57,6 +61,13 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     /// which case the worker dies and the job fails with
     /// [`Error::WorkerDied`]).
     fn run(self) -> Self::Output;
+
+    /// The async entry point of an [`AsyncTask`](crate::AsyncTask); `None`
+    /// for every other task. Not for direct use: do not override it.
+    #[doc(hidden)]
+    fn __async_entry() -> Option<crate::async_task::AsyncEntry> {
+        None
+    }
 }
 
 /// A task that emits many items while it runs (a generator, in Python
@@ -126,6 +137,8 @@ impl<T: Serialize> Emitter<T> {
 pub(crate) enum RunFailure {
     Panicked(String),
     Failed(FailStage, String),
+    /// An async task was dropped because its job was cancelled.
+    Cancelled,
 }
 
 /// One registered task type. Built by `register!`; not for direct use.
@@ -134,6 +147,7 @@ pub struct TaskEntry {
     type_name: fn() -> &'static str,
     type_id: fn() -> TypeId,
     run: fn(&[u8], &mut Vec<u8>) -> Result<(), RunFailure>,
+    async_entry: fn() -> Option<crate::async_task::AsyncEntry>,
     file: &'static str,
     line: u32,
 }
@@ -154,6 +168,7 @@ impl TaskEntry {
             type_name: std::any::type_name::<T>,
             type_id: TypeId::of::<T>,
             run: run_stream_task::<T>,
+            async_entry: no_async_entry,
             file,
             line,
         }
@@ -165,6 +180,7 @@ impl TaskEntry {
             type_name: std::any::type_name::<T>,
             type_id: TypeId::of::<T>,
             run: run_task::<T>,
+            async_entry: T::__async_entry,
             file,
             line,
         }
@@ -198,6 +214,10 @@ fn run_stream_task<T: StreamTask>(payload: &[u8], out: &mut Vec<u8>) -> Result<(
     })
 }
 
+fn no_async_entry() -> Option<crate::async_task::AsyncEntry> {
+    None
+}
+
 fn run_decoded<T, O>(
     payload: &[u8],
     out: &mut Vec<u8>,
@@ -207,30 +227,36 @@ where
     T: DeserializeOwned,
     O: Serialize,
 {
-    // A user's `Deserialize` may panic: that is a decode failure of this
-    // job, not a reason for the worker to die.
-    let decoded = catch_unwind(AssertUnwindSafe(|| postcard::take_from_bytes::<T>(payload)));
-    let task: T = match decoded {
-        Ok(Ok((task, []))) => task,
-        Ok(Ok((_, rest))) => {
-            return Err(RunFailure::Failed(
-                FailStage::DecodeTask,
-                format!("{} bytes were left over after the task", rest.len()),
-            ));
-        }
-        Ok(Err(e)) => return Err(RunFailure::Failed(FailStage::DecodeTask, e.to_string())),
-        Err(p) => {
-            return Err(RunFailure::Failed(
-                FailStage::DecodeTask,
-                format!("deserializing panicked: {}", panic_message(p.as_ref())),
-            ));
-        }
-    };
+    let task: T = decode_task(payload)?;
     let output = catch_unwind(AssertUnwindSafe(move || run(task)))
         .map_err(|p| RunFailure::Panicked(panic_message(p.as_ref())))?;
+    encode_output(&output, out)
+}
+
+/// Decodes a task; a user's `Deserialize` may panic, which is a decode
+/// failure of this job, not a reason for the worker to die.
+pub(crate) fn decode_task<T: DeserializeOwned>(payload: &[u8]) -> Result<T, RunFailure> {
+    let decoded = catch_unwind(AssertUnwindSafe(|| postcard::take_from_bytes::<T>(payload)));
+    match decoded {
+        Ok(Ok((task, []))) => Ok(task),
+        Ok(Ok((_, rest))) => Err(RunFailure::Failed(
+            FailStage::DecodeTask,
+            format!("{} bytes were left over after the task", rest.len()),
+        )),
+        Ok(Err(e)) => Err(RunFailure::Failed(FailStage::DecodeTask, e.to_string())),
+        Err(p) => Err(RunFailure::Failed(
+            FailStage::DecodeTask,
+            format!("deserializing panicked: {}", panic_message(p.as_ref())),
+        )),
+    }
+}
+
+/// Appends the encoded `output` to `out` (leaving `out` as it was if that
+/// fails).
+pub(crate) fn encode_output<O: Serialize>(output: &O, out: &mut Vec<u8>) -> Result<(), RunFailure> {
     let start = out.len();
     let encoded = catch_unwind(AssertUnwindSafe(|| {
-        postcard::to_extend(&output, Append(out)).map(drop)
+        postcard::to_extend(output, Append(out)).map(drop)
     }));
     let failure = match encoded {
         Ok(Ok(())) => return Ok(()),
@@ -266,13 +292,32 @@ pub(crate) fn run_registered(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), RunFailure> {
-    match TASKS.get(index as usize) {
-        Some(entry) => (entry.run)(payload, out),
-        None => Err(RunFailure::Failed(
+    let Some(entry) = TASKS.get(index as usize) else {
+        return Err(RunFailure::Failed(
             FailStage::UnknownTask,
             format!("the worker has no task number {index}"),
-        )),
+        ));
+    };
+    match (entry.async_entry)() {
+        None => (entry.run)(payload, out),
+        Some(entry) => {
+            // An async task on a thread that runs jobs: block on it, as the
+            // job this thread runs.
+            let run = (entry.start)(payload)?;
+            let ctx = crate::job::current().unwrap_or_else(|| crate::job::JobCtx::new(0));
+            let bytes = crate::async_task::block_on(ctx, run)?;
+            out.extend_from_slice(&bytes);
+            Ok(())
+        }
     }
+}
+
+/// The async entry point of the task at `index`, if it is an async task.
+pub(crate) fn async_start(index: u32) -> Option<crate::async_task::StartFn> {
+    TASKS
+        .get(index as usize)
+        .and_then(|e| (e.async_entry)())
+        .map(|e| e.start)
 }
 
 pub(crate) fn type_name_at(index: u32) -> String {

@@ -4,18 +4,21 @@
 //! jobs go to the runner thread, cancels set a flag the running task can
 //! poll, and end of input (the host shut the worker down, or died) ends the
 //! process at once, even in the middle of a job. The runner thread runs one
-//! job at a time and writes its result.
+//! job at a time and writes its result. With `jobs_per_worker > 1` the
+//! worker runs several jobs at once instead (see [`concurrent`]).
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::frame::{self, SyncFrameReader};
+use crate::job::{self, JobCtx};
 use crate::protocol::{self, FailStage, ToWorker};
 use crate::sys;
 use crate::task::{RunFailure, run_registered};
+
+mod concurrent;
 
 /// Environment variable that marks a process as a worker; its value is the
 /// host's pid, so a stale value left in a shell is not mistaken for a host.
@@ -26,6 +29,8 @@ pub(crate) const MAX_FRAME_ENV: &str = "PROCPOOL_MAX_FRAME";
 pub(crate) const NICE_ENV: &str = "PROCPOOL_NICE";
 /// Environment variable that keeps core dumps enabled in workers.
 pub(crate) const CORE_DUMPS_ENV: &str = "PROCPOOL_CORE_DUMPS";
+/// Environment variable carrying how many jobs a worker runs at once.
+pub(crate) const JOBS_ENV: &str = "PROCPOOL_JOBS_PER_WORKER";
 
 /// Exit code of a worker whose host went away before it started.
 const EXIT_ORPHANED: i32 = 101;
@@ -36,11 +41,6 @@ const EXIT_PROTOCOL: i32 = 102;
 pub(crate) const EXIT_MISSING_INIT: i32 = 103;
 /// Exit code of a worker that could not write to the host.
 const EXIT_IO: i32 = 104;
-
-/// Id of the job the runner is executing (0: none).
-static CURRENT_JOB: AtomicU64 = AtomicU64::new(0);
-/// Id of the last job the host asked to cancel.
-static CANCELLED_JOB: AtomicU64 = AtomicU64::new(0);
 
 /// The worker guard: call it first thing in `main`.
 ///
@@ -87,11 +87,16 @@ pub fn init() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(crate::config::DEFAULT_MAX_FRAME);
+    let jobs = std::env::var(JOBS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1usize)
+        .max(1);
     // A fresh thread: `init()` may be called inside a runtime, and tasks may
     // build runtimes of their own.
     let code = std::thread::Builder::new()
         .name("procpool-worker".into())
-        .spawn(move || serve(max_frame))
+        .spawn(move || serve(max_frame, jobs))
         .map(|t| t.join().unwrap_or(EXIT_IO))
         .unwrap_or(EXIT_IO);
     sys::exit_now(code)
@@ -126,46 +131,21 @@ pub(crate) fn refuse_pool_in_unguarded_worker() {
     sys::exit_now(EXIT_MISSING_INIT);
 }
 
-/// Items a streaming job may emit before the host consumes them.
-const ITEM_WINDOW: u64 = 16;
-/// (job, credits): how many more items the current streaming job may emit.
-static CREDITS: Mutex<(u64, u64)> = Mutex::new((0, 0));
-static CREDIT_WAKE: Condvar = Condvar::new();
 /// The running worker, for frames sent from inside a job (items).
 static WORKER: OnceLock<Arc<Worker>> = OnceLock::new();
 
-/// Sends one item of the running streaming job, waiting for flow-control
-/// credit first. Returns false if the job was cancelled.
+/// Sends one item of the streaming job the caller runs in, waiting for
+/// flow-control credit first. Returns false if the job was cancelled.
 pub(crate) fn emit_item<T: serde::Serialize>(item: &T) -> bool {
-    let Some(w) = WORKER.get() else {
+    let (Some(w), Some(ctx)) = (WORKER.get(), job::current()) else {
         return false;
     };
-    let job = current_job();
-    if job == 0 {
+    if !ctx.take_credit() {
         return false;
-    }
-    {
-        let mut c = CREDITS.lock().unwrap_or_else(|p| p.into_inner());
-        if c.0 != job {
-            *c = (job, ITEM_WINDOW);
-        }
-        while c.1 == 0 {
-            if cancelled() {
-                return false;
-            }
-            c = CREDIT_WAKE
-                .wait_timeout(c, std::time::Duration::from_millis(50))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
-        if cancelled() {
-            return false;
-        }
-        c.1 -= 1;
     }
     let mut f = Vec::with_capacity(64);
     frame::begin(&mut f);
-    protocol::put_item_header(&mut f, job);
+    protocol::put_item_header(&mut f, ctx.id);
     let mut f = match postcard::to_extend(item, f) {
         Ok(f) => f,
         Err(e) => panic!("a streamed item failed to serialize: {e}"),
@@ -177,32 +157,7 @@ pub(crate) fn emit_item<T: serde::Serialize>(item: &T) -> bool {
     true
 }
 
-fn add_credit(id: u64, n: u64) {
-    let mut c = CREDITS.lock().unwrap_or_else(|p| p.into_inner());
-    if c.0 == id {
-        c.1 = c.1.saturating_add(n);
-        CREDIT_WAKE.notify_all();
-    }
-}
-
-/// The id of the job this worker is running (0: none).
-pub(crate) fn current_job() -> u64 {
-    CURRENT_JOB.load(Ordering::Acquire)
-}
-
-/// Whether the job running in this worker has been asked to stop.
-///
-/// A long task can poll this from [`Task::run`](crate::Task::run) and return
-/// early; the host has already resolved the job's handle with
-/// [`Error::Cancelled`](crate::Error::Cancelled) and ignores what the task
-/// returns. A task that does not poll is killed with its worker once the
-/// cancel grace period has passed. Outside a worker this is always `false`.
-pub fn cancelled() -> bool {
-    let current = CURRENT_JOB.load(Ordering::Acquire);
-    current != 0 && CANCELLED_JOB.load(Ordering::Acquire) == current
-}
-
-fn serve(max_frame: usize) -> i32 {
+fn serve(max_frame: usize, jobs: usize) -> i32 {
     // The protocol moves off fd 0 and fd 1 before any job runs: a task's
     // `println!` (or a C library writing to fd 1) then goes to stderr, and a
     // task reading stdin sees EOF.
@@ -247,6 +202,9 @@ fn serve(max_frame: usize) -> i32 {
         }
     }));
     let _ = WORKER.set(ctx.clone());
+    if jobs > 1 {
+        ctx.serve_concurrent(jobs)
+    }
     let other = ctx.clone();
     if std::thread::Builder::new()
         .name("procpool-worker-2".into())
@@ -277,6 +235,18 @@ struct Local {
     queue: VecDeque<Queued>,
     running: bool,
     reading: bool,
+    /// Jobs running (with `jobs_per_worker > 1`).
+    active: usize,
+}
+
+impl Local {
+    /// Takes the next queued job and registers it as running, in one step
+    /// under the queue lock, so a cancel finds it either queued or running.
+    fn start_next(&mut self) -> Option<(Queued, Arc<JobCtx>)> {
+        let job = self.queue.pop_front()?;
+        let ctx = job::start(job.id);
+        Some((job, ctx))
+    }
 }
 
 /// A job frame waiting in the worker, with the fields the worker needs
@@ -290,7 +260,7 @@ struct Queued {
 
 enum Role {
     Read,
-    Run(Queued),
+    Run(Queued, Arc<JobCtx>),
 }
 
 impl Worker {
@@ -314,13 +284,13 @@ impl Worker {
                 let mut st = self.lock();
                 loop {
                     if !st.running {
-                        if let Some(job) = st.queue.pop_front() {
+                        if let Some((job, ctx)) = st.start_next() {
                             st.running = true;
                             if !st.reading {
                                 // Someone must keep reading while we run.
                                 self.wake.notify_one();
                             }
-                            break Role::Run(job);
+                            break Role::Run(job, ctx);
                         }
                     }
                     if !st.reading {
@@ -332,7 +302,7 @@ impl Worker {
             };
             match role {
                 Role::Read => self.read_one(),
-                Role::Run(job) => self.run_jobs(job, &mut out, &mut scratch),
+                Role::Run(job, ctx) => self.run_jobs(job, ctx, &mut out, &mut scratch),
             }
         }
     }
@@ -379,19 +349,27 @@ impl Worker {
                     let mut f = Vec::with_capacity(16);
                     put_status(&mut f, id, self.max_frame, protocol::put_revoked);
                     self.write(&f);
-                } else if cancel {
-                    CANCELLED_JOB.store(id, Ordering::Release);
-                    // A streaming job may wait for credit: let it see this.
-                    CREDIT_WAKE.notify_all();
+                } else if let (true, Some(ctx)) = (cancel, job::find(id)) {
+                    ctx.cancel();
                 }
             }
-            ToWorker::Credit { id, n } => add_credit(id, n),
+            ToWorker::Credit { id, n } => {
+                if let Some(ctx) = job::find(id) {
+                    ctx.add_credit(n);
+                }
+            }
         }
     }
 
     /// Runs `job`, then whatever is queued behind it, writing each result
     /// together with the start notice of the next job.
-    fn run_jobs(&self, mut job: Queued, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+    fn run_jobs(
+        &self,
+        mut job: Queued,
+        mut ctx: Arc<JobCtx>,
+        out: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+    ) {
         out.clear();
         // Whether the current job's start notice went out with the
         // previous result.
@@ -404,15 +382,17 @@ impl Worker {
                 self.write(out);
                 out.clear();
             }
-            CURRENT_JOB.store(id, Ordering::Release);
+            let entered = job::enter(ctx.clone());
             self.run_one(&msg, out, scratch);
-            CURRENT_JOB.store(0, Ordering::Release);
+            drop(entered);
+            job::finish(&ctx);
             let _ = std::io::stdout().flush();
             // `running` stays set until this result is written, so the
             // other thread cannot start (and announce) a job before it.
-            let next = self.lock().queue.pop_front();
+            let next = self.lock().start_next();
             match next {
-                Some(n) => {
+                Some((n, c)) => {
+                    ctx = c;
                     announced = n.ahead;
                     if n.ahead {
                         put_status(out, n.id, self.max_frame, protocol::put_started);
@@ -425,11 +405,12 @@ impl Worker {
                     self.write(out);
                     out.clear();
                     let mut st = self.lock();
-                    match st.queue.pop_front() {
+                    match st.start_next() {
                         // Arrived while we wrote: run it too.
-                        Some(n) => {
+                        Some((n, c)) => {
                             announced = false;
                             job = n;
+                            ctx = c;
                         }
                         None => {
                             st.running = false;
@@ -446,30 +427,42 @@ impl Worker {
 
     /// Appends the result frame of one job (or batch) to `out`.
     fn run_one(&self, msg: &ToWorker<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
-        let start = out.len();
-        let id = msg.id();
-        out.extend_from_slice(&[0; frame::PREFIX]);
-        protocol::put_done_header(out, id);
-        match *msg {
-            ToWorker::Job { task, payload, .. } => {
-                if let Err(failure) = run_registered(task, payload, out) {
-                    out.truncate(start);
-                    out.extend_from_slice(&[0; frame::PREFIX]);
-                    match failure {
-                        RunFailure::Panicked(m) => protocol::put_panicked(out, id, &m),
-                        RunFailure::Failed(stage, m) => protocol::put_failed(out, id, stage, &m),
-                    }
-                }
+        put_outcome(out, msg.id(), self.max_frame, |out| match *msg {
+            ToWorker::Job { task, payload, .. } => run_registered(task, payload, out),
+            ToWorker::Batch { task, items, .. } => {
+                run_batch(task, items, out, scratch);
+                Ok(())
             }
-            ToWorker::Batch { task, items, .. } => run_batch(task, items, out, scratch),
-            ToWorker::Cancel { .. } | ToWorker::Revoke { .. } | ToWorker::Credit { .. } => {}
+            ToWorker::Cancel { .. } | ToWorker::Revoke { .. } | ToWorker::Credit { .. } => Ok(()),
+        });
+    }
+}
+
+/// Appends the result frame of job `id` to `out`: the output `run` appends,
+/// or the failure it returns.
+fn put_outcome(
+    out: &mut Vec<u8>,
+    id: u64,
+    max_frame: usize,
+    run: impl FnOnce(&mut Vec<u8>) -> Result<(), RunFailure>,
+) {
+    let start = out.len();
+    out.extend_from_slice(&[0; frame::PREFIX]);
+    protocol::put_done_header(out, id);
+    if let Err(failure) = run(out) {
+        out.truncate(start);
+        out.extend_from_slice(&[0; frame::PREFIX]);
+        match failure {
+            RunFailure::Panicked(m) => protocol::put_panicked(out, id, &m),
+            RunFailure::Failed(stage, m) => protocol::put_failed(out, id, stage, &m),
+            RunFailure::Cancelled => protocol::put_cancelled(out, id),
         }
-        if let Err(e) = frame::finish(&mut out[start..], self.max_frame) {
-            out.truncate(start);
-            out.extend_from_slice(&[0; frame::PREFIX]);
-            protocol::put_failed(out, id, FailStage::EncodeOutput, &e.to_string());
-            let _ = frame::finish(&mut out[start..], self.max_frame);
-        }
+    }
+    if let Err(e) = frame::finish(&mut out[start..], max_frame) {
+        out.truncate(start);
+        out.extend_from_slice(&[0; frame::PREFIX]);
+        protocol::put_failed(out, id, FailStage::EncodeOutput, &e.to_string());
+        let _ = frame::finish(&mut out[start..], max_frame);
     }
 }
 
@@ -484,7 +477,7 @@ fn put_status(out: &mut Vec<u8>, id: u64, max: usize, put: fn(&mut Vec<u8>, u64)
 /// cancel stops the batch between items (the host discards the result).
 fn run_batch(task: u32, items: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
     for item in protocol::BatchItems::new(items) {
-        if cancelled() {
+        if job::cancelled() {
             break;
         }
         scratch.clear();
@@ -509,6 +502,8 @@ fn run_batch(task: u32, items: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) 
                     scratch.extend_from_slice(msg.as_bytes());
                     (protocol::ITEM_FAILED, Some(stage), &scratch[..])
                 }
+                // The host already resolved the batch; stop here.
+                Err(RunFailure::Cancelled) => break,
             },
         };
         protocol::put_item_result(out, tag, stage, body);

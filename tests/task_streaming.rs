@@ -88,3 +88,37 @@ async fn dropping_the_item_stream_stops_the_producer() {
     assert_eq!(bounded("a job", pool.submit(Pid)).await.unwrap(), pid);
     bounded("shutdown", pool.shutdown()).await;
 }
+
+#[tokio::test]
+async fn streams_running_side_by_side_on_one_worker_keep_their_items_apart() {
+    let pool = procpool::ProcessPoolExecutor::builder()
+        .workers(1)
+        .jobs_per_worker(2)
+        .build()
+        .await
+        .unwrap();
+    let (a_items, a) = pool.submit_stream(Numbers {
+        n: 300,
+        pad: 0,
+        stop_file: None,
+    });
+    let (b_items, b) = pool.submit_stream(Numbers {
+        n: 200,
+        pad: 0,
+        stop_file: None,
+    });
+    // Consume them together, so both producers wait on their own credit.
+    let (got_a, got_b) = bounded(
+        "both streams",
+        futures::future::join(
+            a_items.map(|r| r.unwrap().0).collect::<Vec<u64>>(),
+            b_items.map(|r| r.unwrap().0).collect::<Vec<u64>>(),
+        ),
+    )
+    .await;
+    assert_eq!(got_a, (0..300).collect::<Vec<_>>());
+    assert_eq!(got_b, (0..200).collect::<Vec<_>>());
+    assert_eq!(bounded("a", a).await.unwrap(), (0..300).sum::<u64>());
+    assert_eq!(bounded("b", b).await.unwrap(), (0..200).sum::<u64>());
+    bounded("shutdown", pool.shutdown()).await;
+}

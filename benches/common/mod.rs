@@ -37,6 +37,44 @@ impl Task for Noop {
 }
 procpool::register!(Noop);
 
+/// The no-op job as an async task.
+#[derive(Serialize, Deserialize)]
+pub struct AsyncNoop(pub u64);
+
+impl procpool::AsyncTask for AsyncNoop {
+    type Output = u64;
+    async fn run(self) -> u64 {
+        noop(self.0)
+    }
+}
+procpool::register!(AsyncNoop);
+
+/// An I/O-bound job: waits `ms` on a timer (async), returns `ms`.
+#[derive(Serialize, Deserialize)]
+pub struct AsyncWait(pub u64);
+
+impl procpool::AsyncTask for AsyncWait {
+    type Output = u64;
+    async fn run(self) -> u64 {
+        tokio::time::sleep(Duration::from_millis(self.0)).await;
+        self.0
+    }
+}
+procpool::register!(AsyncWait);
+
+/// The same wait, blocking its thread.
+#[derive(Serialize, Deserialize)]
+pub struct BlockingWait(pub u64);
+
+impl Task for BlockingWait {
+    type Output = u64;
+    fn run(self) -> u64 {
+        std::thread::sleep(Duration::from_millis(self.0));
+        self.0
+    }
+}
+procpool::register!(BlockingWait);
+
 pub fn noop(x: u64) -> u64 {
     black_box(x).wrapping_add(1)
 }
@@ -100,9 +138,19 @@ pub fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
 /// W1: `n` times, submit one no-op job and await it; adds the round
 /// trips to `samples`.
 pub async fn latency(pool: &ProcessPoolExecutor, n: usize, samples: &mut Vec<Duration>) {
+    latency_of(pool, n, samples, Noop).await;
+}
+
+/// [`latency`] with any no-op task built by `task`.
+pub async fn latency_of<T: Task<Output = u64>>(
+    pool: &ProcessPoolExecutor,
+    n: usize,
+    samples: &mut Vec<Duration>,
+    task: impl Fn(u64) -> T,
+) {
     for i in 0..n as u64 {
         let t = Instant::now();
-        let out = pool.submit(Noop(i)).await.expect("a no-op job failed");
+        let out = pool.submit(task(i)).await.expect("a no-op job failed");
         samples.push(t.elapsed());
         assert_eq!(out, i + 1);
     }

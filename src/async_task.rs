@@ -1,0 +1,169 @@
+//! Async tasks: `async fn run`, polled on a tokio runtime inside the worker.
+//!
+//! Every [`AsyncTask`] is also a [`Task`] (a blanket impl), so `submit`,
+//! `map`, `JobSet`, the initializer and the tower service take it as they
+//! are. The registry entry of an async task carries a second entry point
+//! that returns the task's future instead of blocking on it; the worker
+//! uses it to run the future under its cancel watcher, alone or with up to
+//! `jobs_per_worker` others at once.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use futures::FutureExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::job::{self, JobCtx};
+use crate::task::{RunFailure, Task, decode_task, encode_output, panic_message};
+
+/// A task whose `run` is an `async fn`, for I/O-heavy or mixed work that
+/// must still be isolated in another process: a flaky native client
+/// library, a sandboxed parser that also fetches.
+///
+/// It runs on a tokio runtime inside the worker (a multi-thread runtime
+/// with one worker thread, I/O and timers enabled, started on the first
+/// async job), so `tokio::net`, `tokio::time` and `tokio::spawn` work in
+/// it. With [`Builder::jobs_per_worker(n)`](crate::Builder::jobs_per_worker)
+/// each worker runs up to `n` jobs at once, which is where async tasks pay
+/// off: a worker waiting on the network for one job serves the others.
+///
+/// Every `AsyncTask` is a [`Task`] too, so register it with
+/// [`register!`](crate::register) and submit it like any task; nothing
+/// else changes on the host side.
+///
+/// Cancelling the job (dropping its handle, [`JobHandle::cancel`], a
+/// timeout) drops the task's future inside the worker at its next `.await`,
+/// so its destructors run (close a connection, remove a temporary file)
+/// and the worker keeps serving. Only a task that blocks without awaiting
+/// past the [cancel grace period](crate::Builder::cancel_grace) gets its
+/// worker killed.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use std::time::Duration;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct SlowEcho(String);
+///
+/// impl procpool::AsyncTask for SlowEcho {
+///     type Output = String;
+///     async fn run(self) -> String {
+///         tokio::time::sleep(Duration::from_millis(10)).await;
+///         self.0
+///     }
+/// }
+/// procpool::register!(SlowEcho);
+/// ```
+///
+/// `examples/async_tasks.rs` fetches from a slow local server, with and
+/// without `jobs_per_worker`, and shows a timed-out fetch dropped in its
+/// worker.
+///
+/// [`JobHandle::cancel`]: crate::JobHandle::cancel
+pub trait AsyncTask: Serialize + DeserializeOwned + Send + 'static {
+    /// What the task returns to the host.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Runs the task inside a worker process. Implement it as an
+    /// `async fn`; the future must be `Send`.
+    ///
+    /// A panic fails the job with [`Error::Panicked`](crate::Error::Panicked)
+    /// and the worker keeps serving its other jobs.
+    fn run(self) -> impl Future<Output = Self::Output> + Send;
+}
+
+impl<T: AsyncTask> Task for T {
+    type Output = <T as AsyncTask>::Output;
+
+    /// Runs the async task to completion on the worker's runtime, blocking
+    /// the calling thread. The pool never calls this for an async task; it
+    /// is there for calling a task directly, outside async code.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called from async code (inside a tokio runtime), or if the
+    /// runtime cannot be started.
+    fn run(self) -> Self::Output {
+        match runtime() {
+            Ok(rt) => rt.handle().block_on(AsyncTask::run(self)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn __async_entry() -> Option<AsyncEntry> {
+        Some(AsyncEntry { start: start::<T> })
+    }
+}
+
+/// The future of an async job: its encoded output, or why it failed.
+pub(crate) type AsyncRun = Pin<Box<dyn Future<Output = Result<Vec<u8>, RunFailure>> + Send>>;
+
+/// Decodes an async task and returns the future that runs it.
+pub(crate) type StartFn = fn(&[u8]) -> Result<AsyncRun, RunFailure>;
+
+/// The async entry point of a registered task. Not for direct use.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct AsyncEntry {
+    pub(crate) start: StartFn,
+}
+
+impl std::fmt::Debug for AsyncEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AsyncEntry")
+    }
+}
+
+fn start<T: AsyncTask>(payload: &[u8]) -> Result<AsyncRun, RunFailure> {
+    let task: T = decode_task(payload)?;
+    Ok(Box::pin(async move {
+        // The call itself may panic too (a hand-written `fn run`).
+        let output = AssertUnwindSafe(async move { AsyncTask::run(task).await })
+            .catch_unwind()
+            .await
+            .map_err(|p| RunFailure::Panicked(panic_message(p.as_ref())))?;
+        let mut out = Vec::new();
+        encode_output(&output, &mut out)?;
+        Ok(out)
+    }))
+}
+
+/// Runs an async job as job `ctx`, dropping its future (inside the job's
+/// scope, so its destructors see [`cancelled()`](crate::cancelled)) as soon
+/// as the job is cancelled.
+pub(crate) async fn guarded(ctx: Arc<JobCtx>, run: AsyncRun) -> Result<Vec<u8>, RunFailure> {
+    let watch = ctx.clone();
+    job::scope(ctx, async move {
+        tokio::select! {
+            biased;
+            () = watch.cancellation() => Err(RunFailure::Cancelled),
+            r = run => r,
+        }
+    })
+    .await
+}
+
+/// Runs an async job to completion from a thread outside the runtime (a
+/// worker's runner thread, a blocking thread).
+pub(crate) fn block_on(ctx: Arc<JobCtx>, run: AsyncRun) -> Result<Vec<u8>, RunFailure> {
+    let rt = runtime().map_err(RunFailure::Panicked)?;
+    rt.handle().block_on(guarded(ctx, run))
+}
+
+/// The worker's runtime for async tasks, started on first use.
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
+    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("procpool-async")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("the worker could not start its async runtime: {e}"))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
