@@ -822,7 +822,9 @@ impl Scheduler {
             None => self.cfg.workers,
             Some(_) => {
                 let busy = self.running + self.ahead + self.waiting;
-                busy.max(self.cfg.min_workers).min(self.cfg.workers)
+                busy.div_ceil(self.cfg.jobs_per_worker)
+                    .max(self.cfg.min_workers)
+                    .min(self.cfg.workers)
             }
         }
     }

@@ -122,6 +122,77 @@ async fn five_thousand_jobs_under_random_sigkills() {
     );
 }
 
+/// Workers running four jobs at once (async and blocking, mixed) killed at
+/// random: every job resolves once, with its value or with `WorkerDied`
+/// naming a killed worker; one death fails at most the four jobs running on
+/// it, and the counters add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_per_worker_under_random_sigkills() {
+    const JOBS: u64 = 3000;
+    const SLOTS: usize = 4;
+    let seed = chaos_seed("concurrent_jobs_per_worker_under_random_sigkills");
+    let pool = chaos_builder(2)
+        .jobs_per_worker(SLOTS)
+        .build()
+        .await
+        .expect("the chaos pool should start");
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = spawn_killer(pool.clone(), stop.clone(), seed, 100, &[libc::SIGKILL]);
+    let handles: Vec<_> = (0..JOBS)
+        .map(|n| {
+            if n % 2 == 0 {
+                pool.submit(AsyncSlowSquare { n, micros: 1000 })
+            } else {
+                pool.submit(SlowSquare { n, micros: 500 })
+            }
+        })
+        .collect();
+    let mut ok = 0u64;
+    let mut died: std::collections::HashMap<u32, usize> = Default::default();
+    for (n, h) in (0..JOBS).zip(handles) {
+        match bounded("a job under fire", h).await {
+            Ok(v) => {
+                assert_eq!(v, n * n, "job {n} returned a wrong value");
+                ok += 1;
+            }
+            Err(Error::WorkerDied { pid, status, .. }) => {
+                assert_eq!(status, ExitStatus::Signal(libc::SIGKILL), "job {n}");
+                *died.entry(pid).or_default() += 1;
+            }
+            Err(e) => panic!("job {n}: expected a value or WorkerDied, got {e:?}"),
+        }
+    }
+    stop.store(true, Ordering::Release);
+    let killed = bounded("the killer", killer).await.unwrap();
+    let killed_pids: HashSet<u32> = killed.iter().map(|&(p, _)| p).collect();
+    for (pid, jobs) in &died {
+        assert!(killed_pids.contains(pid), "worker {pid} was never killed");
+        assert!(*jobs <= SLOTS, "the death of {pid} failed {jobs} jobs");
+    }
+    let failed: usize = died.values().sum();
+    eprintln!(
+        "{} kills, {failed} jobs failed with WorkerDied, {ok} succeeded",
+        killed.len()
+    );
+    assert!(!killed.is_empty(), "the killer never fired");
+    settled(&pool, 2, &killed).await;
+    let stats = pool.stats();
+    assert_eq!(stats.completed, ok, "{stats:?}");
+    assert_eq!(stats.failed, failed as u64, "{stats:?}");
+    assert_eq!(stats.completed + stats.failed, JOBS, "{stats:?}");
+    assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
+    let pids = pool.worker_pids();
+    bounded("shutdown", pool.shutdown()).await;
+    for pid in pids.into_iter().chain(killed_pids) {
+        assert!(!process_alive(pid), "process {pid} was left behind");
+    }
+    figures(
+        "concurrent_jobs_per_worker_under_random_sigkills",
+        JOBS,
+        killed.len() as u64,
+    );
+}
+
 /// Waits until the pool lists `n` workers and none of `killed` (a killed
 /// worker stays listed until the pool has noticed its death, and a job
 /// dispatched to it meanwhile would fail too).

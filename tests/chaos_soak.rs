@@ -7,6 +7,8 @@
 //! ```text
 //! PROCPOOL_SOAK=1 cargo test --release --test chaos_soak -- --ignored --nocapture
 //! ```
+//!
+//! With `PROCPOOL_SOAK_JOBS_PER_WORKER=n` the workers run `n` jobs at once.
 
 mod common;
 
@@ -35,7 +37,16 @@ async fn a_million_small_jobs_with_random_cancels() {
     }
     let seed = chaos_seed("a_million_small_jobs_with_random_cancels");
     let mut rng = XorShift::new(seed);
-    let pool = chaos_pool(2).await;
+    // `PROCPOOL_SOAK_JOBS_PER_WORKER=4` soaks the concurrent worker engine.
+    let slots = std::env::var("PROCPOOL_SOAK_JOBS_PER_WORKER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let pool = chaos_builder(2)
+        .jobs_per_worker(slots)
+        .build()
+        .await
+        .expect("the soak pool should start");
     let started = Instant::now();
     let (mut ok, mut cancelled, mut dropped, mut batched) = (0u64, 0u64, 0u64, 0u64);
     let mut rss_at = Vec::new();

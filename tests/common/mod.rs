@@ -706,6 +706,21 @@ impl Task for SlowSquare {
 }
 procpool::register!(SlowSquare);
 
+/// [`SlowSquare`] as an async task (waits on the worker runtime's timer).
+#[derive(Serialize, Deserialize)]
+pub struct AsyncSlowSquare {
+    pub n: u64,
+    pub micros: u64,
+}
+impl procpool::AsyncTask for AsyncSlowSquare {
+    type Output = u64;
+    async fn run(self) -> u64 {
+        tokio::time::sleep(Duration::from_micros(self.micros)).await;
+        self.n * self.n
+    }
+}
+procpool::register!(AsyncSlowSquare);
+
 /// Sleeps, then dies the given way.
 #[derive(Serialize, Deserialize)]
 pub struct DelayedDeath {
