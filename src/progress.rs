@@ -90,6 +90,7 @@ fn states() -> &'static Mutex<StateMap> {
 /// connection. The state lives as long as the worker process: a recycled or
 /// respawned worker runs the initializer again and starts fresh. (In a
 /// process that is not a worker, it is simply process-wide state.)
+/// `examples/worker_state.rs` shows it end to end.
 pub fn set_worker_state<S: Send + Sync + 'static>(state: S) {
     if let Ok(mut map) = states().lock() {
         map.insert(TypeId::of::<S>(), Arc::new(state));

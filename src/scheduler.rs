@@ -563,6 +563,18 @@ impl Scheduler {
         if w.state == WorkerState::Leaving {
             return;
         }
+        let spent = self.cfg.max_tasks_per_worker.is_some_and(|n| w.sent >= n);
+        if spent && !w.retiring && w.inflight.is_empty() {
+            // Its last jobs were given back: nothing will report on it.
+            if let Some(w) = self.workers.get_mut(&uid) {
+                w.retiring = true;
+                self.shared.recycled.fetch_add(1, Ordering::Relaxed);
+            }
+            self.idle.retain(|&u| u != uid);
+            self.after_job(uid);
+            self.replenish();
+            return;
+        }
         if w.retiring {
             let ahead = self.not_started(uid);
             if let Some(w) = self.workers.get_mut(&uid) {
@@ -588,7 +600,7 @@ impl Scheduler {
         }
         // With jobs sent ahead, the next one starts right away (its start
         // notice follows) and takes the free slot.
-        if w.inflight.len() < slots && !self.idle.contains(&uid) {
+        if w.inflight.len() < slots && !spent && !self.idle.contains(&uid) {
             self.idle.push(uid);
         }
     }
@@ -933,11 +945,13 @@ impl Scheduler {
                         break 'rounds;
                     };
                     // Bound what waits inside a worker: one job of any
-                    // size, or small ones up to AHEAD_BYTES in all.
+                    // size, or small ones up to AHEAD_BYTES in all; and
+                    // never more than it may run before it is recycled.
                     let size = self.jobs.get(&id).map_or(0, |j| j.size);
                     let fits = self.workers.get(uid).is_some_and(|w| {
-                        w.ahead_bytes + size <= AHEAD_BYTES
-                            || (w.ahead_bytes == 0 && size <= AHEAD_ONE_BYTES)
+                        (w.ahead_bytes + size <= AHEAD_BYTES
+                            || (w.ahead_bytes == 0 && size <= AHEAD_ONE_BYTES))
+                            && self.cfg.max_tasks_per_worker.is_none_or(|n| w.sent < n)
                     });
                     if !fits {
                         self.requeue_front(&[id]);
@@ -1041,6 +1055,11 @@ impl Scheduler {
         w.state = WorkerState::Busy;
         w.inflight.push_back(id);
         w.sent += 1;
+        if self.cfg.max_tasks_per_worker.is_some_and(|n| w.sent >= n) {
+            // Its last job: no free slot for more; it is recycled once
+            // its jobs are done.
+            self.idle.retain(|&u| u != uid);
+        }
         job.span
             .in_scope(|| tracing::debug!(worker_pid = w.pid, ahead, "dispatched"));
         // Output lines name the job only while it is the worker's only one.

@@ -258,3 +258,29 @@ async fn stats_add_up() {
     assert_eq!(s.workers_alive, 2, "{s:?}");
     bounded("shutdown", pool.shutdown()).await;
 }
+
+#[tokio::test]
+async fn max_tasks_per_worker_holds_with_many_jobs_at_once() {
+    for slots in [1, 3] {
+        let pool = ProcessPoolExecutor::builder()
+            .workers(2)
+            .jobs_per_worker(slots)
+            .max_tasks_per_worker(50)
+            .build()
+            .await
+            .unwrap();
+        let handles: Vec<_> = (0..300).map(|_| pool.submit(Pid)).collect();
+        let mut per_pid = std::collections::HashMap::<u32, usize>::new();
+        for h in handles {
+            *per_pid
+                .entry(bounded("a job", h).await.unwrap())
+                .or_default() += 1;
+        }
+        assert!(
+            per_pid.values().all(|&n| n <= 50),
+            "slots {slots}: {per_pid:?}"
+        );
+        assert!(per_pid.len() >= 6, "slots {slots}: {per_pid:?}");
+        bounded("shutdown", pool.shutdown()).await;
+    }
+}
