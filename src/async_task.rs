@@ -136,14 +136,19 @@ fn start<T: AsyncTask>(payload: &[u8]) -> Result<AsyncRun, RunFailure> {
 /// as the job is cancelled.
 pub(crate) async fn guarded(ctx: Arc<JobCtx>, run: AsyncRun) -> Result<Vec<u8>, RunFailure> {
     let watch = ctx.clone();
-    job::scope(ctx, async move {
+    let raced = job::scope(ctx, async move {
         tokio::select! {
             biased;
             () = watch.cancellation() => Err(RunFailure::Cancelled),
             r = run => r,
         }
-    })
-    .await
+    });
+    // The task's own panics are caught inside `run`; this catches one in
+    // its destructor, run here when a cancel drops it.
+    AssertUnwindSafe(raced)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| Err(RunFailure::Panicked(panic_message(p.as_ref()))))
 }
 
 /// Runs an async job to completion from a thread outside the runtime (a

@@ -548,3 +548,62 @@ async fn many_mixed_jobs_with_cancels_all_resolve() {
     assert!(stats.recycled >= 10, "{stats:?}");
     bounded("shutdown", pool.shutdown()).await;
 }
+
+#[tokio::test]
+async fn batched_async_tasks_run_in_both_engines() {
+    use futures::StreamExt;
+    for jobs in [1, 2] {
+        let pool = pool_with(1, jobs).await;
+        let tasks = (0..30).map(|value| AsyncEcho { ms: 1, value });
+        let out: Vec<u64> = bounded(
+            "the batched map",
+            pool.map(tasks)
+                .chunk_size(7)
+                .map(|r| r.unwrap().0)
+                .collect::<Vec<_>>(),
+        )
+        .await;
+        assert_eq!(out, (0..30).collect::<Vec<_>>(), "jobs_per_worker {jobs}");
+        bounded("shutdown", pool.shutdown()).await;
+    }
+}
+
+/// Waits forever; its destructor panics.
+#[derive(Serialize, Deserialize)]
+struct PanicsWhenDropped {
+    dir: PathBuf,
+}
+struct PanicOnDrop;
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("boom in drop");
+    }
+}
+impl AsyncTask for PanicsWhenDropped {
+    type Output = ();
+    async fn run(self) {
+        let _bomb = PanicOnDrop;
+        std::fs::write(self.dir.join("bomb.started"), "").unwrap();
+        std::future::pending::<()>().await;
+    }
+}
+procpool::register!(PanicsWhenDropped);
+
+#[tokio::test]
+async fn a_destructor_that_panics_on_cancel_does_not_wedge_the_worker() {
+    for jobs in [1, 2] {
+        let dir = scratch(&format!("bomb-{jobs}"));
+        let pool = pool_with(1, jobs).await;
+        let pid = pool.worker_pids()[0];
+        let h = pool.submit(PanicsWhenDropped { dir: dir.clone() });
+        appears(&dir.join("bomb.started")).await;
+        assert!(h.cancel());
+        // The worker survives (the grace period is two minutes) and serves.
+        let (_, ran_on) = bounded("a later job", pool.submit(AsyncEcho { ms: 1, value: 1 }))
+            .await
+            .unwrap();
+        assert_eq!(ran_on, pid, "jobs_per_worker {jobs}");
+        bounded("shutdown", pool.shutdown()).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
