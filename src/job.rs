@@ -194,10 +194,12 @@ pub(crate) fn current() -> Option<Arc<JobCtx>> {
 /// not poll: it is dropped at its next `.await`.
 ///
 /// It answers for the job whose thread (or async task) calls it. On a
-/// thread the task started itself it answers for the worker's only running
-/// job, and `false` if the worker runs several at once
-/// ([`jobs_per_worker`](crate::Builder::jobs_per_worker)). Outside a worker
-/// it is always `false`.
+/// thread the task started itself, or in a tokio task it spawned, it
+/// answers for the worker's only running job, and `false` if the worker
+/// runs several at once
+/// ([`jobs_per_worker`](crate::Builder::jobs_per_worker)); the same holds
+/// for [`report_progress`](crate::report_progress). Outside a worker it is
+/// always `false`.
 pub fn cancelled() -> bool {
     with_current(JobCtx::is_cancelled).unwrap_or(false)
 }
