@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::sys;
+
 /// Bytes in the length prefix.
 pub(crate) const PREFIX: usize = 4;
 
@@ -111,7 +113,11 @@ impl FrameBuffer {
             return Ok(Next::NeedMore);
         }
         let have = avail - PREFIX;
+        // A zeroed allocation this large is normally fresh memory from the
+        // kernel that nothing has written yet (malloc skips the memset), so
+        // the huge-page hint applies to all of it.
         let mut body = vec![0u8; len];
+        sys::advise_huge(&mut body);
         body[..have].copy_from_slice(&self.buf[body_start..self.end]);
         self.start = 0;
         self.end = 0;
@@ -280,6 +286,48 @@ pub(crate) fn finish(buf: &mut [u8], max: usize) -> Result<(), FrameError> {
     }
     buf[..PREFIX].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(())
+}
+
+/// Makes room for `additional` more bytes at the end of `buf`. A large new
+/// allocation is advised to use huge pages before anything is written to it
+/// (see [`sys::advise_huge`]).
+pub(crate) fn reserve(buf: &mut Vec<u8>, additional: usize) {
+    if buf.capacity() - buf.len() < additional {
+        buf.reserve(additional);
+        sys::advise_huge(buf);
+    }
+}
+
+/// Serializes `value` with postcard onto the end of `buf`, keeping what it
+/// holds. Byte runs (`serde_bytes` payloads, strings) are appended with one
+/// `memcpy`, into room made by [`reserve`].
+pub(crate) fn encode_into<T: serde::Serialize + ?Sized>(
+    value: &T,
+    buf: &mut Vec<u8>,
+) -> postcard::Result<()> {
+    postcard::serialize_with_flavor(value, Append(buf))
+}
+
+/// The postcard output flavor of [`encode_into`].
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        reserve(self.0, data.len());
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// Appends `v` as an unsigned LEB128 varint.

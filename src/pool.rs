@@ -260,8 +260,9 @@ impl ProcessPoolExecutor {
             let mut item = Vec::new();
             for t in tasks {
                 item.clear();
-                item = postcard::to_extend(t, item).map_err(|e| encode_error::<T>(&e))?;
+                frame::encode_into(t, &mut item).map_err(|e| encode_error::<T>(&e))?;
                 frame::put_varint(&mut buf, item.len() as u64);
+                frame::reserve(&mut buf, item.len());
                 buf.extend_from_slice(&item);
             }
             finish_frame::<T>(&mut buf, self.inner.max_frame)?;
@@ -884,7 +885,7 @@ fn encode_job_frame<T: Serialize>(
     let mut buf = Vec::with_capacity(64);
     frame::begin(&mut buf);
     protocol::put_job_header(&mut buf, id, index);
-    let mut buf = postcard::to_extend(task, buf).map_err(|e| encode_error::<T>(&e))?;
+    frame::encode_into(task, &mut buf).map_err(|e| encode_error::<T>(&e))?;
     finish_frame::<T>(&mut buf, max)?;
     Ok(buf)
 }

@@ -140,3 +140,52 @@ pub(crate) fn renice(nice: i32) {
         libc::nice(nice);
     }
 }
+
+/// Buffers smaller than this are not worth a system call in [`advise_huge`].
+const HUGE_MIN: usize = 4 << 20;
+
+/// The transparent huge page size [`advise_huge`] aligns to (x86-64 and
+/// aarch64 with 4 KiB base pages; elsewhere the kernel rounds as it sees fit).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Asks the kernel to back the whole 2 MiB blocks inside `buf`'s allocation
+/// (its spare capacity included) with transparent huge pages, so that a
+/// large, freshly allocated buffer costs one page fault per 2 MiB instead of
+/// one per 4 KiB. Call it before the pages are first touched: pages already
+/// present stay small until the kernel's background collapsing gets to them.
+///
+/// Only a hint: it changes no contents, does nothing for buffers under
+/// 4 MiB or off Linux, and errors (no THP support, `never` mode) are
+/// ignored.
+pub(crate) fn advise_huge(buf: &mut Vec<u8>) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        if buf.capacity() < HUGE_MIN {
+            return;
+        }
+        let begin = buf.as_mut_ptr() as usize;
+        let Some(end) = begin.checked_add(buf.capacity()) else {
+            return;
+        };
+        let start = begin.div_ceil(HUGE_PAGE) * HUGE_PAGE;
+        let stop = end / HUGE_PAGE * HUGE_PAGE;
+        if stop <= start {
+            return;
+        }
+        // SAFETY: [start, stop) lies inside `buf`'s live allocation, which
+        // the `&mut` keeps alive and unshared for the call, and `start` is
+        // page aligned. MADV_HUGEPAGE only sets a flag on the mapping: the
+        // memory's contents and validity do not change, so nothing that
+        // Rust knows about the allocation is invalidated.
+        unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                stop - start,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = buf;
+}

@@ -255,9 +255,7 @@ pub(crate) fn decode_task<T: DeserializeOwned>(payload: &[u8]) -> Result<T, RunF
 /// fails).
 pub(crate) fn encode_output<O: Serialize>(output: &O, out: &mut Vec<u8>) -> Result<(), RunFailure> {
     let start = out.len();
-    let encoded = catch_unwind(AssertUnwindSafe(|| {
-        postcard::to_extend(output, Append(out)).map(drop)
-    }));
+    let encoded = catch_unwind(AssertUnwindSafe(|| crate::frame::encode_into(output, out)));
     let failure = match encoded {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(e)) => e.to_string(),
@@ -265,15 +263,6 @@ pub(crate) fn encode_output<O: Serialize>(output: &O, out: &mut Vec<u8>) -> Resu
     };
     out.truncate(start);
     Err(RunFailure::Failed(FailStage::EncodeOutput, failure))
-}
-
-/// Lets postcard append to a vector in place (keeping what it holds).
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl Extend<u8> for Append<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        self.0.extend(iter);
-    }
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

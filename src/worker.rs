@@ -146,10 +146,9 @@ pub(crate) fn emit_item<T: serde::Serialize>(item: &T) -> bool {
     let mut f = Vec::with_capacity(64);
     frame::begin(&mut f);
     protocol::put_item_header(&mut f, ctx.id);
-    let mut f = match postcard::to_extend(item, f) {
-        Ok(f) => f,
-        Err(e) => panic!("a streamed item failed to serialize: {e}"),
-    };
+    if let Err(e) = frame::encode_into(item, &mut f) {
+        panic!("a streamed item failed to serialize: {e}");
+    }
     if let Err(e) = frame::finish(&mut f, w.max_frame) {
         panic!("a streamed item is too large: {e}");
     }
