@@ -141,8 +141,13 @@ pub(crate) fn renice(nice: i32) {
     }
 }
 
-/// Buffers smaller than this are not worth a system call in [`advise_huge`].
-const HUGE_MIN: usize = 4 << 20;
+/// Only buffers larger than this get the hint in [`advise_huge`]. glibc
+/// serves them with a private `mmap` of their own (its dynamic mmap
+/// threshold stops at 32 MiB), unmapped again on free, so the hint never
+/// lands on the shared heap, where it would split and outlive mappings; and
+/// a buffer this large takes tens of milliseconds to move anyway, so a
+/// rare compaction stall on a huge-page fault is small beside it.
+const HUGE_MIN: usize = 32 << 20;
 
 /// The transparent huge page size [`advise_huge`] aligns to (x86-64 and
 /// aarch64 with 4 KiB base pages; elsewhere the kernel rounds as it sees fit).
@@ -155,13 +160,13 @@ const HUGE_PAGE: usize = 2 << 20;
 /// one per 4 KiB. Call it before the pages are first touched: pages already
 /// present stay small until the kernel's background collapsing gets to them.
 ///
-/// Only a hint: it changes no contents, does nothing for buffers under
-/// 4 MiB or off Linux, and errors (no THP support, `never` mode) are
+/// Only a hint: it changes no contents, does nothing for buffers up to
+/// 32 MiB or off Linux, and errors (no THP support, `never` mode) are
 /// ignored.
 pub(crate) fn advise_huge(buf: &mut Vec<u8>) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        if buf.capacity() < HUGE_MIN {
+        if buf.capacity() <= HUGE_MIN {
             return;
         }
         let begin = buf.as_mut_ptr() as usize;
