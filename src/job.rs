@@ -108,8 +108,9 @@ impl JobCtx {
     }
 }
 
-/// The jobs this worker is running. Changed only while the worker's queue
-/// lock is held, so a cancel finds a job either queued or here.
+/// The jobs this worker is running. A job is added while the worker's
+/// queue lock is held, in the same step that takes it off the queue, so a
+/// cancel (handled under that lock) finds it either queued or here.
 static RUNNING: Mutex<Vec<Arc<JobCtx>>> = Mutex::new(Vec::new());
 
 fn running() -> std::sync::MutexGuard<'static, Vec<Arc<JobCtx>>> {
