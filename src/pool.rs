@@ -639,8 +639,10 @@ impl Builder {
         self
     }
 
-    /// How many jobs may wait inside each busy worker, sent ahead so it
-    /// never waits for the host between jobs (default 32; 0 disables).
+    /// How many jobs may wait inside each busy worker (one whose
+    /// [`jobs_per_worker`](Self::jobs_per_worker) slots are all taken),
+    /// sent ahead so it never waits for the host between jobs (default 32;
+    /// 0 disables).
     /// Jobs are only sent ahead while no worker is idle, at most 1 MiB of
     /// small jobs (or one job of up to 16 MiB) per worker, and a job sent
     /// ahead is taken back (revoked) as soon as another worker is idle with
