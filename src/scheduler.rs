@@ -131,6 +131,11 @@ struct Worker {
 }
 
 impl Worker {
+    /// Whether it has been sent all the jobs `max_tasks_per_worker` allows.
+    fn spent(&self, max_tasks: Option<u64>) -> bool {
+        max_tasks.is_some_and(|n| self.sent >= n)
+    }
+
     fn position(&self, id: JobId) -> Option<usize> {
         self.inflight.iter().position(|&j| j == id)
     }
@@ -388,8 +393,7 @@ impl Scheduler {
                 // or flags it for `cancelled()`.
                 self.send_control(uid, |f| protocol::put_cancel(f, id.0));
                 if started {
-                    let grace = self.cfg.cancel_grace;
-                    self.timer(grace, Event::GraceOver { uid, job: id });
+                    self.grace_timer(uid, id);
                 }
             }
         }
@@ -454,8 +458,7 @@ impl Scheduler {
                     // The same path as a cancel: ask, then kill after the
                     // grace period.
                     self.send_control(uid, |f| protocol::put_cancel(f, job.0));
-                    let grace = self.cfg.cancel_grace;
-                    self.timer(grace, Event::GraceOver { uid, job });
+                    self.grace_timer(uid, job);
                 }
             }
             Event::IdleCheck => self.on_idle_check(),
@@ -521,14 +524,14 @@ impl Scheduler {
             }
         };
         let id = JobId(id);
-        let Some(at) = self.running_at(uid, id, "reported on") else {
+        let Some(at) = self.running_at(uid, id) else {
             return;
         };
         let Some(w) = self.workers.get_mut(&uid) else {
             return;
         };
         w.inflight.remove(at);
-        let recycle = self.cfg.max_tasks_per_worker.is_some_and(|n| w.sent >= n)
+        let recycle = w.spent(self.cfg.max_tasks_per_worker)
             || self
                 .cfg
                 .max_worker_rss
@@ -563,7 +566,7 @@ impl Scheduler {
         if w.state == WorkerState::Leaving {
             return;
         }
-        let spent = self.cfg.max_tasks_per_worker.is_some_and(|n| w.sent >= n);
+        let spent = w.spent(self.cfg.max_tasks_per_worker);
         if spent && !w.retiring && w.inflight.is_empty() {
             // Its last jobs were given back: nothing will report on it.
             if let Some(w) = self.workers.get_mut(&uid) {
@@ -607,25 +610,23 @@ impl Scheduler {
 
     /// Jobs sent ahead to a worker that have not started.
     fn not_started(&self, uid: u64) -> Vec<JobId> {
-        let Some(w) = self.workers.get(&uid) else {
-            return Vec::new();
-        };
-        w.inflight
-            .iter()
-            .copied()
-            .filter(|id| self.jobs.get(id).is_some_and(|j| !j.started))
-            .collect()
+        self.inflight_where(uid, false)
     }
 
     /// Jobs known to be running on a worker.
     fn started_on(&self, uid: u64) -> Vec<JobId> {
+        self.inflight_where(uid, true)
+    }
+
+    /// A worker's in-flight jobs that have (or have not) started.
+    fn inflight_where(&self, uid: u64, started: bool) -> Vec<JobId> {
         let Some(w) = self.workers.get(&uid) else {
             return Vec::new();
         };
         w.inflight
             .iter()
             .copied()
-            .filter(|id| self.jobs.get(id).is_some_and(|j| j.started))
+            .filter(|id| self.jobs.get(id).is_some_and(|j| j.started == started))
             .collect()
     }
 
@@ -640,12 +641,12 @@ impl Scheduler {
     /// Where `id` is in the worker's in-flight jobs, if it is one it may
     /// report on (sent to it and started); a worker that names another job
     /// broke the protocol and is replaced.
-    fn running_at(&mut self, uid: u64, id: JobId, what: &str) -> Option<usize> {
+    fn running_at(&mut self, uid: u64, id: JobId) -> Option<usize> {
         let w = self.workers.get(&uid)?;
         match w.position(id) {
             Some(at) if self.jobs.get(&id).is_none_or(|j| j.started) => Some(at),
             _ => {
-                let message = format!("the worker {what} {id}, which it was not running");
+                let message = format!("the worker reported on {id}, which it was not running");
                 self.protocol_violation(uid, message);
                 None
             }
@@ -692,20 +693,10 @@ impl Scheduler {
             job.frame = None;
         }
         let (timeout, cancelled) = (job.timeout, !job.slot.is_pending());
-        if let Some(timeout) = timeout {
-            self.timer(
-                timeout,
-                Event::TimedOut {
-                    uid,
-                    job: id,
-                    timeout,
-                },
-            );
-        }
+        self.timeout_timer(uid, id, timeout);
         if cancelled {
             // Cancelled while it was on its way; it is flagged in the worker.
-            let grace = self.cfg.cancel_grace;
-            self.timer(grace, Event::GraceOver { uid, job: id });
+            self.grace_timer(uid, id);
         }
     }
 
@@ -930,7 +921,7 @@ impl Scheduler {
                     w.state == WorkerState::Busy
                         && !w.retiring
                         && w.inflight.len() < most
-                        && self.cfg.max_tasks_per_worker.is_none_or(|n| w.sent < n)
+                        && !w.spent(self.cfg.max_tasks_per_worker)
                 })
                 .map(|(&uid, w)| (w.inflight.len(), uid))
                 .collect();
@@ -951,7 +942,7 @@ impl Scheduler {
                     let fits = self.workers.get(uid).is_some_and(|w| {
                         (w.ahead_bytes + size <= AHEAD_BYTES
                             || (w.ahead_bytes == 0 && size <= AHEAD_ONE_BYTES))
-                            && self.cfg.max_tasks_per_worker.is_none_or(|n| w.sent < n)
+                            && !w.spent(self.cfg.max_tasks_per_worker)
                     });
                     if !fits {
                         self.requeue_front(&[id]);
@@ -1055,7 +1046,7 @@ impl Scheduler {
         w.state = WorkerState::Busy;
         w.inflight.push_back(id);
         w.sent += 1;
-        if self.cfg.max_tasks_per_worker.is_some_and(|n| w.sent >= n) {
+        if w.spent(self.cfg.max_tasks_per_worker) {
             // Its last job: no free slot for more; it is recycled once
             // its jobs are done.
             self.idle.retain(|&u| u != uid);
@@ -1077,15 +1068,9 @@ impl Scheduler {
             job.slot.release_queue_place();
             self.running += 1;
         }
-        if let (false, Some(timeout)) = (ahead, job.timeout) {
-            self.timer(
-                timeout,
-                Event::TimedOut {
-                    uid,
-                    job: id,
-                    timeout,
-                },
-            );
+        if !ahead {
+            let timeout = job.timeout;
+            self.timeout_timer(uid, id, timeout);
         }
     }
 
@@ -1226,6 +1211,20 @@ impl Scheduler {
             }
         }
         self.kill_worker(uid);
+    }
+
+    /// Starts the timeout of job `id`, which just started on worker `uid`.
+    fn timeout_timer(&self, uid: u64, id: JobId, timeout: Option<Duration>) {
+        if let Some(timeout) = timeout {
+            let job = id;
+            self.timer(timeout, Event::TimedOut { uid, job, timeout });
+        }
+    }
+
+    /// Gives job `id`, asked to stop on worker `uid`, the cancel grace
+    /// period before its worker is killed.
+    fn grace_timer(&self, uid: u64, id: JobId) {
+        self.timer(self.cfg.cancel_grace, Event::GraceOver { uid, job: id });
     }
 
     fn timer(&self, after: Duration, ev: Event) {
