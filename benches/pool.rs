@@ -25,10 +25,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Row, build_pool, group, median, plural, print_table, scaling, spawn_blocking_throughput,
-    throughput,
+    Row, build_pool, group, median, plural, print_table, spawn_blocking_throughput, throughput,
 };
-use procpool::Task;
 
 const LATENCY_WARMUP: usize = 2_000;
 const LATENCY_ITERS: usize = 20_000;
@@ -113,23 +111,10 @@ fn main() {
     let mut serial_times = Vec::new();
     let mut pool_times = [Vec::new(), Vec::new()];
     for _ in 0..ROUNDS {
-        let t = Instant::now();
-        let serial: Vec<u64> = (0..SCALING_JOBS)
-            .map(|seed| common::Spin { iters, seed }.run())
-            .collect();
-        serial_times.push(t.elapsed().as_secs_f64());
-        assert_eq!(serial, expected, "the serial run is not deterministic");
-        for (pool, times) in pools.iter().zip(&mut pool_times) {
-            let (results, elapsed) = rt.block_on(scaling(pool, SCALING_JOBS, iters));
-            times.push(elapsed);
-            assert_eq!(results, expected, "the pool and the serial run disagree");
-        }
+        serial_times.push(common::serial_scaling(SCALING_JOBS, iters, &expected));
+        common::pools_scaling(&rt, &pools, SCALING_JOBS, iters, &expected, &mut pool_times);
     }
-    rt.block_on(async {
-        for pool in &pools {
-            pool.shutdown().await;
-        }
-    });
+    common::shutdown_all(&rt, &pools);
     let serial_time = median(serial_times);
     for (pool, times) in pools.iter().zip(pool_times) {
         let workers = pool.workers();

@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     PipeSink, Row, build_pool, child_command, group, map_throughput, median, percentiles, plural,
-    print_table, scaling, spawn_blocking_throughput, spin, throughput,
+    print_table, spawn_blocking_throughput, spin, throughput,
 };
 use procpool::Task;
 use serde::{Deserialize, Serialize};
@@ -510,26 +510,13 @@ fn w3_scaling(rt: &Runtime, report: &mut Report) {
     let mut thread_times = Vec::new();
     let mut pool_times = [Vec::new(), Vec::new()];
     for _ in 0..SCALING_ROUNDS {
-        let t = Instant::now();
-        let serial: Vec<u64> = (0..SCALING_JOBS)
-            .map(|seed| common::Spin { iters, seed }.run())
-            .collect();
-        serial_times.push(t.elapsed().as_secs_f64());
-        assert_eq!(serial, expected, "the serial run is not deterministic");
+        serial_times.push(common::serial_scaling(SCALING_JOBS, iters, &expected));
         let (results, elapsed) = on_threads(2, iters);
         thread_times.push(elapsed);
         assert_eq!(results, expected, "the threads and the serial run disagree");
-        for (pool, times) in pools.iter().zip(&mut pool_times) {
-            let (results, elapsed) = rt.block_on(scaling(pool, SCALING_JOBS, iters));
-            times.push(elapsed);
-            assert_eq!(results, expected, "the pool and the serial run disagree");
-        }
+        common::pools_scaling(rt, &pools, SCALING_JOBS, iters, &expected, &mut pool_times);
     }
-    rt.block_on(async {
-        for pool in &pools {
-            pool.shutdown().await;
-        }
-    });
+    common::shutdown_all(rt, &pools);
     let serial_time = best(&serial_times);
     let thread_time = best(&thread_times);
     for (pool, times) in pools.iter().zip(pool_times) {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -45,18 +45,69 @@ fn spawn_killer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_jobs_under_random_sigkills() {
-    const JOBS: u64 = 5000;
-    let seed = chaos_seed("five_thousand_jobs_under_random_sigkills");
-    let pool = chaos_pool(2).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let killer = spawn_killer(pool.clone(), stop.clone(), seed, 200, &[libc::SIGKILL]);
+    under_random_sigkills(
+        "five_thousand_jobs_under_random_sigkills",
+        5000,
+        1,
+        200,
+        |pool, n| pool.submit(SlowSquare { n, micros: 300 }),
+    )
+    .await;
+}
 
-    let handles: Vec<_> = (0..JOBS)
-        .map(|n| pool.submit(SlowSquare { n, micros: 300 }))
-        .collect();
+/// Workers running four jobs at once (async and blocking, mixed) killed at
+/// random: the same checks, and one death fails at most the four jobs
+/// running on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_per_worker_under_random_sigkills() {
+    under_random_sigkills(
+        "concurrent_jobs_per_worker_under_random_sigkills",
+        3000,
+        4,
+        100,
+        |pool, n| {
+            if n % 2 == 0 {
+                pool.submit(AsyncSlowSquare { n, micros: 1000 })
+            } else {
+                pool.submit(SlowSquare { n, micros: 500 })
+            }
+        },
+    )
+    .await;
+}
+
+/// Submits `jobs` jobs (job `n` squares `n`) to 2 workers running `slots`
+/// jobs at once, while up to `max_kills` SIGKILLs hit random workers. Every
+/// handle resolves once, with the right value or with `WorkerDied` naming a
+/// worker that really was killed; one death fails at most `slots` jobs; the
+/// pool keeps its size, both workers serve afterwards, the counters add up,
+/// and no process is left behind.
+async fn under_random_sigkills(
+    name: &str,
+    jobs: u64,
+    slots: usize,
+    max_kills: usize,
+    submit: impl Fn(&procpool::ProcessPoolExecutor, u64) -> procpool::JobHandle<u64>,
+) {
+    let seed = chaos_seed(name);
+    let pool = chaos_builder(2)
+        .jobs_per_worker(slots)
+        .build()
+        .await
+        .expect("the chaos pool should start");
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = spawn_killer(
+        pool.clone(),
+        stop.clone(),
+        seed,
+        max_kills,
+        &[libc::SIGKILL],
+    );
+
+    let handles: Vec<_> = (0..jobs).map(|n| submit(&pool, n)).collect();
     let mut ok = 0u64;
-    let mut died = Vec::new();
-    for (n, h) in (0..JOBS).zip(handles) {
+    let mut died: HashMap<u32, usize> = HashMap::new();
+    for (n, h) in (0..jobs).zip(handles) {
         match bounded("a job under fire", h).await {
             Ok(v) => {
                 assert_eq!(v, n * n, "job {n} returned a wrong value");
@@ -68,95 +119,6 @@ async fn five_thousand_jobs_under_random_sigkills() {
                     ExitStatus::Signal(libc::SIGKILL),
                     "job {n}: worker {pid} died another way"
                 );
-                died.push(pid);
-            }
-            Err(e) => panic!("job {n}: expected a value or WorkerDied, got {e:?}"),
-        }
-    }
-    stop.store(true, Ordering::Release);
-    let killed = bounded("the killer", killer).await.unwrap();
-    let killed_pids: HashSet<u32> = killed.iter().map(|&(p, _)| p).collect();
-    for pid in &died {
-        assert!(
-            killed_pids.contains(pid),
-            "a job reported the death of worker {pid}, which was never killed"
-        );
-    }
-    let distinct_deaths: HashSet<u32> = died.iter().copied().collect();
-    assert_eq!(
-        distinct_deaths.len(),
-        died.len(),
-        "one worker death failed more than one job"
-    );
-    eprintln!(
-        "{} kills, {} jobs failed with WorkerDied, {ok} succeeded",
-        killed.len(),
-        died.len()
-    );
-    assert!(!killed.is_empty(), "the killer never fired");
-
-    settled(&pool, 2, &killed).await;
-    let stats = pool.stats();
-    assert_eq!(stats.completed, ok, "{stats:?}");
-    assert_eq!(stats.failed, died.len() as u64, "{stats:?}");
-    assert_eq!(stats.completed + stats.failed, JOBS, "{stats:?}");
-    assert!(stats.respawns >= died.len() as u64, "{stats:?}");
-    assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
-
-    // Both (replacement) workers serve.
-    let mut seen = HashSet::new();
-    let jobs: Vec<_> = (0..20).map(|_| pool.submit(Sleep(20))).collect();
-    for j in jobs {
-        seen.insert(bounded("a job after the storm", j).await.unwrap());
-    }
-    assert_eq!(seen.len(), 2, "both workers should serve jobs");
-    let pids = pool.worker_pids();
-    bounded("shutdown", pool.shutdown()).await;
-    for pid in pids.into_iter().chain(killed_pids) {
-        assert!(!process_alive(pid), "process {pid} was left behind");
-    }
-    figures(
-        "five_thousand_jobs_under_random_sigkills",
-        JOBS + 20,
-        killed.len() as u64,
-    );
-}
-
-/// Workers running four jobs at once (async and blocking, mixed) killed at
-/// random: every job resolves once, with its value or with `WorkerDied`
-/// naming a killed worker; one death fails at most the four jobs running on
-/// it, and the counters add up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_jobs_per_worker_under_random_sigkills() {
-    const JOBS: u64 = 3000;
-    const SLOTS: usize = 4;
-    let seed = chaos_seed("concurrent_jobs_per_worker_under_random_sigkills");
-    let pool = chaos_builder(2)
-        .jobs_per_worker(SLOTS)
-        .build()
-        .await
-        .expect("the chaos pool should start");
-    let stop = Arc::new(AtomicBool::new(false));
-    let killer = spawn_killer(pool.clone(), stop.clone(), seed, 100, &[libc::SIGKILL]);
-    let handles: Vec<_> = (0..JOBS)
-        .map(|n| {
-            if n % 2 == 0 {
-                pool.submit(AsyncSlowSquare { n, micros: 1000 })
-            } else {
-                pool.submit(SlowSquare { n, micros: 500 })
-            }
-        })
-        .collect();
-    let mut ok = 0u64;
-    let mut died: std::collections::HashMap<u32, usize> = Default::default();
-    for (n, h) in (0..JOBS).zip(handles) {
-        match bounded("a job under fire", h).await {
-            Ok(v) => {
-                assert_eq!(v, n * n, "job {n} returned a wrong value");
-                ok += 1;
-            }
-            Err(Error::WorkerDied { pid, status, .. }) => {
-                assert_eq!(status, ExitStatus::Signal(libc::SIGKILL), "job {n}");
                 *died.entry(pid).or_default() += 1;
             }
             Err(e) => panic!("job {n}: expected a value or WorkerDied, got {e:?}"),
@@ -165,9 +127,15 @@ async fn concurrent_jobs_per_worker_under_random_sigkills() {
     stop.store(true, Ordering::Release);
     let killed = bounded("the killer", killer).await.unwrap();
     let killed_pids: HashSet<u32> = killed.iter().map(|&(p, _)| p).collect();
-    for (pid, jobs) in &died {
-        assert!(killed_pids.contains(pid), "worker {pid} was never killed");
-        assert!(*jobs <= SLOTS, "the death of {pid} failed {jobs} jobs");
+    for (pid, failed) in &died {
+        assert!(
+            killed_pids.contains(pid),
+            "a job reported the death of worker {pid}, which was never killed"
+        );
+        assert!(
+            *failed <= slots,
+            "the death of worker {pid} failed {failed} jobs, more than the {slots} it runs"
+        );
     }
     let failed: usize = died.values().sum();
     eprintln!(
@@ -175,22 +143,28 @@ async fn concurrent_jobs_per_worker_under_random_sigkills() {
         killed.len()
     );
     assert!(!killed.is_empty(), "the killer never fired");
+
     settled(&pool, 2, &killed).await;
     let stats = pool.stats();
     assert_eq!(stats.completed, ok, "{stats:?}");
     assert_eq!(stats.failed, failed as u64, "{stats:?}");
-    assert_eq!(stats.completed + stats.failed, JOBS, "{stats:?}");
+    assert_eq!(stats.completed + stats.failed, jobs, "{stats:?}");
+    assert!(stats.respawns >= died.len() as u64, "{stats:?}");
     assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
+
+    // Both (replacement) workers serve.
+    let mut seen = HashSet::new();
+    let after: Vec<_> = (0..20).map(|_| pool.submit(Sleep(20))).collect();
+    for j in after {
+        seen.insert(bounded("a job after the storm", j).await.unwrap());
+    }
+    assert_eq!(seen.len(), 2, "both workers should serve jobs");
     let pids = pool.worker_pids();
     bounded("shutdown", pool.shutdown()).await;
     for pid in pids.into_iter().chain(killed_pids) {
         assert!(!process_alive(pid), "process {pid} was left behind");
     }
-    figures(
-        "concurrent_jobs_per_worker_under_random_sigkills",
-        JOBS,
-        killed.len() as u64,
-    );
+    figures(name, jobs + 20, killed.len() as u64);
 }
 
 /// Waits until the pool lists `n` workers and none of `killed` (a killed

@@ -196,6 +196,16 @@ async fn appears(path: &Path) {
     eventually(&format!("{} to appear", path.display()), || path.exists()).await;
 }
 
+/// Checks that worker `pid` was not killed: it runs the next job, and the
+/// pool never had to start a replacement.
+async fn still_serves(pool: &ProcessPoolExecutor, pid: u32) {
+    let (_, ran_on) = bounded("a later job", pool.submit(AsyncEcho { ms: 1, value: 1 }))
+        .await
+        .unwrap();
+    assert_eq!(ran_on, pid);
+    assert_eq!(pool.stats().respawns, 0);
+}
+
 async fn pool_with(workers: usize, jobs: usize) -> ProcessPoolExecutor {
     ProcessPoolExecutor::builder()
         .workers(workers)
@@ -272,11 +282,7 @@ async fn cancel_drops_the_future(jobs: usize) {
     .await;
     assert_eq!(std::fs::read_to_string(&dropped).unwrap(), "cancelled=true");
     // The worker was not killed: it runs the next job.
-    let (_, ran_on) = bounded("a later job", pool.submit(AsyncEcho { ms: 1, value: 1 }))
-        .await
-        .unwrap();
-    assert_eq!(ran_on, pid);
-    assert_eq!(pool.stats().respawns, 0);
+    still_serves(&pool, pid).await;
     bounded("shutdown", pool.shutdown()).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -306,11 +312,7 @@ async fn a_timed_out_async_task_is_dropped_not_killed() {
     let err = bounded("the timed-out job", handle).await.unwrap_err();
     assert!(matches!(err, Error::TimedOut { .. }), "{err:?}");
     appears(&dir.join("slow.dropped")).await;
-    let (_, ran_on) = bounded("a later job", pool.submit(AsyncEcho { ms: 1, value: 1 }))
-        .await
-        .unwrap();
-    assert_eq!(ran_on, pid);
-    assert_eq!(pool.stats().respawns, 0);
+    still_serves(&pool, pid).await;
     bounded("shutdown", pool.shutdown()).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -599,10 +601,7 @@ async fn a_destructor_that_panics_on_cancel_does_not_wedge_the_worker() {
         appears(&dir.join("bomb.started")).await;
         assert!(h.cancel());
         // The worker survives (the grace period is two minutes) and serves.
-        let (_, ran_on) = bounded("a later job", pool.submit(AsyncEcho { ms: 1, value: 1 }))
-            .await
-            .unwrap();
-        assert_eq!(ran_on, pid, "jobs_per_worker {jobs}");
+        still_serves(&pool, pid).await;
         bounded("shutdown", pool.shutdown()).await;
         let _ = std::fs::remove_dir_all(&dir);
     }

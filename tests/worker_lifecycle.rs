@@ -148,18 +148,7 @@ async fn workers_failing_at_start_up_stop_the_respawning_with_a_clear_error() {
         .await
         .unwrap();
     std::fs::write(&flag, "x").unwrap();
-    let job = pool.submit(Sleep(60_000));
-    eventually("the job to run", || pool.stats().running == 1).await;
-    let pid = pool.worker_pids()[0];
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    assert!(
-        bounded("the killed job", job)
-            .await
-            .unwrap_err()
-            .is_worker_died()
-    );
+    kill_the_worker_of_a_running_job(&pool).await;
     let queued = pool.submit(Square(2));
     let e = bounded("a job in a pool that cannot start workers", queued)
         .await
@@ -181,18 +170,7 @@ async fn workers_killed_while_serving_keep_being_replaced() {
         .await
         .unwrap();
     for _ in 0..8 {
-        let job = pool.submit(Sleep(60_000));
-        eventually("the job to run", || pool.stats().running == 1).await;
-        let pid = pool.worker_pids()[0];
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-        assert!(
-            bounded("the killed job", job)
-                .await
-                .unwrap_err()
-                .is_worker_died()
-        );
+        kill_the_worker_of_a_running_job(&pool).await;
     }
     assert_eq!(bounded("a job", pool.submit(Square(3))).await.unwrap(), 9);
     assert!(pool.stats().respawns >= 8);
@@ -283,4 +261,21 @@ async fn max_tasks_per_worker_holds_with_many_jobs_at_once() {
         assert!(per_pid.len() >= 6, "slots {slots}: {per_pid:?}");
         bounded("shutdown", pool.shutdown()).await;
     }
+}
+
+/// Starts a long job on a one-worker pool, SIGKILLs the worker, and checks
+/// that the job failed with `WorkerDied`.
+async fn kill_the_worker_of_a_running_job(pool: &ProcessPoolExecutor) {
+    let job = pool.submit(Sleep(60_000));
+    eventually("the job to run", || pool.stats().running == 1).await;
+    let pid = pool.worker_pids()[0];
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    assert!(
+        bounded("the killed job", job)
+            .await
+            .unwrap_err()
+            .is_worker_died()
+    );
 }

@@ -209,6 +209,42 @@ pub async fn scaling(pool: &ProcessPoolExecutor, jobs: u64, iters: u64) -> (Vec<
     (results, t.elapsed().as_secs_f64())
 }
 
+/// W3, one round: the jobs run serially in this process; checks them
+/// against `expected` and returns the seconds taken.
+pub fn serial_scaling(jobs: u64, iters: u64, expected: &[u64]) -> f64 {
+    let t = Instant::now();
+    let serial: Vec<u64> = (0..jobs).map(|seed| spin(iters, seed)).collect();
+    let elapsed = t.elapsed().as_secs_f64();
+    assert_eq!(serial, expected, "the serial run is not deterministic");
+    elapsed
+}
+
+/// W3, one round on each pool: checks the results against `expected` and
+/// appends each pool's seconds to its entry in `times`.
+pub fn pools_scaling(
+    rt: &tokio::runtime::Runtime,
+    pools: &[ProcessPoolExecutor],
+    jobs: u64,
+    iters: u64,
+    expected: &[u64],
+    times: &mut [Vec<f64>],
+) {
+    for (pool, times) in pools.iter().zip(times) {
+        let (results, elapsed) = rt.block_on(scaling(pool, jobs, iters));
+        times.push(elapsed);
+        assert_eq!(results, expected, "the pool and the serial run disagree");
+    }
+}
+
+/// Shuts every pool down.
+pub fn shutdown_all(rt: &tokio::runtime::Runtime, pools: &[ProcessPoolExecutor]) {
+    rt.block_on(async {
+        for pool in pools {
+            pool.shutdown().await;
+        }
+    });
+}
+
 /// W3 warm-up: one job per worker, so no worker runs its first job in the
 /// timed part.
 pub async fn warm_up_spin(pool: &ProcessPoolExecutor, iters: u64) {
@@ -571,11 +607,7 @@ pub fn measure_w1(
         }
     }
     pingpong.finish();
-    rt.block_on(async {
-        for pool in &pools {
-            pool.shutdown().await;
-        }
-    });
+    shutdown_all(rt, &pools);
     let per_pool = pools
         .iter()
         .zip(lat)
