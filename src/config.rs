@@ -31,6 +31,7 @@ pub(crate) struct Config {
     pub(crate) nice: Option<i32>,
     pub(crate) forward_output: bool,
     pub(crate) max_startup_failures: u32,
+    pub(crate) max_startup_backoff: Duration,
     pub(crate) max_queued: Option<usize>,
     pub(crate) prefetch: usize,
     pub(crate) jobs_per_worker: usize,

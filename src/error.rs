@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::protocol::FailStage;
+
 /// Where a value failed to serialize or deserialize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -226,6 +228,34 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+    /// The pool's own thread stopped unexpectedly (a bug in procpool): the
+    /// job's outcome is unknown, and the pool accepts no more jobs. Build a
+    /// new pool.
+    #[error(
+        "the pool stopped unexpectedly ({message}); the job's outcome is unknown; build a new pool"
+    )]
+    PoolCrashed {
+        /// What stopped it (a panic message).
+        message: String,
+    },
+}
+
+/// The error for a job that failed in the worker's glue code at `stage`
+/// (the one mapping, for single jobs and batch items alike). `type_name`
+/// is the task's type.
+pub(crate) fn stage_error(stage: FailStage, type_name: &str, message: String) -> Error {
+    let serde = |stage| Error::Serialization {
+        stage,
+        type_name: type_name.to_owned(),
+        message: message.clone(),
+    };
+    match stage {
+        FailStage::DecodeTask => serde(SerdeStage::DecodeTask),
+        FailStage::EncodeOutput => serde(SerdeStage::EncodeOutput),
+        FailStage::UnknownTask => Error::Protocol {
+            message: format!("the worker has no task `{type_name}`: {message}"),
+        },
+    }
 }
 
 /// `tail` as the end of an error message, or nothing if it is blank.

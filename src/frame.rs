@@ -288,6 +288,39 @@ pub(crate) fn finish(buf: &mut [u8], max: usize) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// Writes one frame into `buf` (cleared first): the length prefix, the
+/// body `put` appends, then the length. The one way frames are built, with
+/// one error policy: `put`'s error, or a body over `max`
+/// ([`FrameError::TooLarge`], converted with `From`), is returned and `buf`
+/// then holds no frame to send.
+pub(crate) fn write_frame<E: From<FrameError>>(
+    buf: &mut Vec<u8>,
+    max: usize,
+    put: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    begin(buf);
+    let written = put(buf).and_then(|()| finish(buf, max).map_err(E::from));
+    if written.is_err() {
+        buf.clear();
+    }
+    written
+}
+
+/// A new frame of about `capacity` bytes whose body `put` writes (see
+/// [`write_frame`]).
+pub(crate) fn build(
+    capacity: usize,
+    max: usize,
+    put: impl FnOnce(&mut Vec<u8>),
+) -> Result<Vec<u8>, FrameError> {
+    let mut buf = Vec::with_capacity(capacity);
+    write_frame(&mut buf, max, |b| {
+        put(b);
+        Ok::<(), FrameError>(())
+    })?;
+    Ok(buf)
+}
+
 /// Makes room for `additional` more bytes at the end of `buf`. A large new
 /// allocation is advised to use huge pages before anything is written to it
 /// (see [`sys::advise_huge`]).

@@ -220,15 +220,17 @@ mod frame;
 #[doc(hidden)]
 pub mod fuzz;
 mod handle;
+mod host;
 mod job;
+mod msg;
 mod options;
 mod pool;
 mod process;
 mod progress;
 mod protocol;
-mod scheduler;
 #[cfg(feature = "tower")]
 mod service;
+mod slot;
 mod stats;
 mod streams;
 mod sys;
@@ -237,8 +239,9 @@ mod worker;
 
 pub use async_task::AsyncTask;
 pub use error::{Error, ExitStatus, SerdeStage};
-pub use handle::{ItemStream, JobHandle, JobId};
+pub use handle::{ItemStream, JobHandle};
 pub use job::cancelled;
+pub use msg::JobId;
 pub use options::JobOptions;
 pub use pool::{Builder, ProcessPoolExecutor};
 pub use progress::{

@@ -12,14 +12,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, onesho
 use crate::config::{self, Config};
 use crate::error::{Error, SerdeStage};
 use crate::frame;
-use crate::handle::{CancelLink, ItemStream, JobHandle, JobId, RawHandle, Slot};
+use crate::handle::{CancelLink, ItemStream, JobHandle, RawHandle};
+use crate::msg::{Command, JobId, JobRequest};
 use crate::options::JobOptions;
 use crate::protocol;
-use crate::scheduler::{self, Command, JobRequest};
+use crate::slot::Slot;
 use crate::stats::{PoolStats, Shared};
-use crate::streams::MapStream;
 use crate::task::{self, StreamTask, Task};
-use futures::Stream;
 use serde::Serialize;
 
 /// A pool of worker processes that run [`Task`]s.
@@ -156,12 +155,9 @@ impl ProcessPoolExecutor {
         task: T,
         options: JobOptions,
     ) -> JobHandle<T::Output> {
-        let permit = match &self.inner.queue_slots {
-            Some(sem) => match sem.clone().acquire_owned().await {
-                Ok(p) => Some(p),
-                Err(_) => return JobHandle::failed(self.next_id(), Error::Shutdown),
-            },
-            None => None,
+        let permit = match self.queue_permit_wait().await {
+            Ok(p) => p,
+            Err(e) => return JobHandle::failed(self.next_id(), e),
         };
         let id = self.next_id();
         JobHandle::from_raw(self.start(id, &task, options, permit))
@@ -249,31 +245,51 @@ impl ProcessPoolExecutor {
     }
 
     /// Submits `tasks` as one batch job: one frame, run one after another by
-    /// one worker. Used by `map` with a chunk size.
-    pub(crate) fn start_batch<T: Task>(&self, tasks: &[T], options: JobOptions) -> RawHandle {
+    /// one worker, first waiting for room in a bounded queue (as
+    /// [`submit_wait`](Self::submit_wait) does). Used by `map` with a chunk
+    /// size.
+    pub(crate) async fn submit_batch_wait<T: Task>(
+        &self,
+        tasks: Vec<T>,
+        options: JobOptions,
+    ) -> RawHandle {
+        let permit = match self.queue_permit_wait().await {
+            Ok(p) => p,
+            Err(e) => return RawHandle::failed(self.next_id(), e),
+        };
         let id = self.next_id();
         let encoded = self.check_open().and_then(|()| {
             let index = task::index_of::<T>()?;
             let mut buf = Vec::with_capacity(64 + 16 * tasks.len());
-            frame::begin(&mut buf);
-            protocol::put_batch_header(&mut buf, id.0, index, tasks.len() as u64);
             let mut item = Vec::new();
-            for t in tasks {
-                item.clear();
-                frame::encode_into(t, &mut item).map_err(|e| encode_error::<T>(&e))?;
-                frame::put_varint(&mut buf, item.len() as u64);
-                frame::reserve(&mut buf, item.len());
-                buf.extend_from_slice(&item);
-            }
-            finish_frame::<T>(&mut buf, self.inner.max_frame)?;
+            frame::write_frame(&mut buf, self.inner.max_frame, |buf| {
+                protocol::put_batch_header(buf, id.0, index, tasks.len() as u64);
+                for t in &tasks {
+                    item.clear();
+                    frame::encode_into(t, &mut item)?;
+                    frame::put_varint(buf, item.len() as u64);
+                    frame::reserve(buf, item.len());
+                    buf.extend_from_slice(&item);
+                }
+                Ok::<(), JobFrameError>(())
+            })
+            .map_err(job_frame_error::<T>)?;
             Ok((index, buf))
         });
         encoded
-            .and_then(|(index, frame)| {
-                let permit = self.queue_permit()?;
-                self.enqueue(id, index, frame, options, permit)
-            })
+            .and_then(|(index, frame)| self.enqueue(id, index, frame, options, permit))
             .unwrap_or_else(|e| RawHandle::failed(id, e))
+    }
+
+    /// A place in a bounded queue, waiting for one if it is full.
+    async fn queue_permit_wait(&self) -> Result<Option<OwnedSemaphorePermit>, Error> {
+        match &self.inner.queue_slots {
+            Some(sem) => match sem.clone().acquire_owned().await {
+                Ok(p) => Ok(Some(p)),
+                Err(_) => Err(Error::Shutdown),
+            },
+            None => Ok(None),
+        }
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -318,64 +334,6 @@ impl ProcessPoolExecutor {
             commands: self.inner.commands.clone(),
         };
         Ok(RawHandle::new(id, slot, Some(link)))
-    }
-
-    /// Runs `task` on every item of `tasks` and yields the results in input
-    /// order, keeping a bounded number of jobs in flight (see
-    /// [`MapStream`] for the options: `in_flight`, `chunk_size`).
-    ///
-    /// Tasks are pulled from the iterator only as results are consumed, so
-    /// a huge input never sits in memory. Each item yields its own
-    /// `Result`; an error does not end the stream.
-    ///
-    /// ```no_run
-    /// # async fn demo(pool: procpool::ProcessPoolExecutor) {
-    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Work(u64);
-    /// # impl procpool::Task for Work { type Output = u64; fn run(self) -> u64 { self.0 } }
-    /// use futures::StreamExt;
-    /// let results: Vec<_> = pool
-    ///     .map((0..1_000_000).map(Work))
-    ///     .chunk_size(1000)
-    ///     .collect()
-    ///     .await;
-    /// # }
-    /// ```
-    pub fn map<T, I>(&self, tasks: I) -> MapStream<T::Output>
-    where
-        T: Task,
-        I: IntoIterator<Item = T>,
-        I::IntoIter: Send + 'static,
-    {
-        MapStream::new(self, futures::stream::iter(tasks), true)
-    }
-
-    /// Like [`map`](Self::map), but yields results in completion order.
-    pub fn map_unordered<T, I>(&self, tasks: I) -> MapStream<T::Output>
-    where
-        T: Task,
-        I: IntoIterator<Item = T>,
-        I::IntoIter: Send + 'static,
-    {
-        MapStream::new(self, futures::stream::iter(tasks), false)
-    }
-
-    /// Like [`map`](Self::map), with the tasks coming from a `Stream`.
-    pub fn map_stream<T, S>(&self, tasks: S) -> MapStream<T::Output>
-    where
-        T: Task,
-        S: Stream<Item = T> + Send + 'static,
-    {
-        MapStream::new(self, tasks, true)
-    }
-
-    /// Like [`map_unordered`](Self::map_unordered), with the tasks coming
-    /// from a `Stream`.
-    pub fn map_stream_unordered<T, S>(&self, tasks: S) -> MapStream<T::Output>
-    where
-        T: Task,
-        S: Stream<Item = T> + Send + 'static,
-    {
-        MapStream::new(self, tasks, false)
     }
 
     /// Shuts the pool down gracefully, for every clone: new submissions fail
@@ -494,6 +452,7 @@ impl Default for Builder {
                 nice: None,
                 forward_output: true,
                 max_startup_failures: 5,
+                max_startup_backoff: Duration::from_secs(2),
                 max_queued: None,
                 prefetch: 32,
                 jobs_per_worker: 1,
@@ -655,7 +614,8 @@ impl Builder {
         self
     }
 
-    /// How many jobs each worker runs at once (default 1).
+    /// How many jobs each worker runs at once (default 1; 0 is rejected by
+    /// [`build`](Self::build) with [`Error::Config`]).
     ///
     /// Raise it for [`AsyncTask`](crate::AsyncTask)s that mostly wait (on
     /// the network, on a subprocess): a worker then polls up to `n` of them
@@ -671,15 +631,16 @@ impl Builder {
     /// down too. Async tasks are stopped without a kill: their future is
     /// dropped at its next `.await`.
     pub fn jobs_per_worker(mut self, n: usize) -> Self {
-        self.cfg.jobs_per_worker = n.max(1);
+        self.cfg.jobs_per_worker = n;
         self
     }
 
     /// Replaces a worker after it has run `n` jobs (Python's
-    /// `max_tasks_per_child`), for leaky native libraries. The replacement
+    /// `max_tasks_per_child`), for leaky native libraries (0 is rejected by
+    /// [`build`](Self::build) with [`Error::Config`]). The replacement
     /// starts at once; no job waits for it if another worker is idle.
     pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
-        self.cfg.max_tasks_per_worker = Some(n.max(1));
+        self.cfg.max_tasks_per_worker = Some(n);
         self
     }
 
@@ -744,11 +705,24 @@ impl Builder {
     }
 
     /// How many times in a row new workers may fail to start (before their
-    /// handshake completes, or in the initializer) before the pool stops
-    /// trying and fails queued jobs (default 5). Workers that die while
+    /// handshake completes, or in the initializer) before, with no worker
+    /// left serving, queued and new jobs fail at once with
+    /// [`Error::Spawn`] (default 5; at least 1). The pool keeps trying to
+    /// start workers (see [`max_startup_backoff`](Self::max_startup_backoff))
+    /// and serves again as soon as one starts. Workers that die while
     /// serving jobs never count.
     pub fn max_startup_failures(mut self, n: u32) -> Self {
-        self.cfg.max_startup_failures = n.max(1);
+        self.cfg.max_startup_failures = n;
+        self
+    }
+
+    /// The longest wait between two attempts to start a worker while
+    /// start-ups keep failing (default 2 s). The first retry comes after
+    /// 50 ms, and the wait doubles with each failure in a row up to this.
+    /// The pool never gives up for good: it keeps trying at this pace and
+    /// serves again as soon as a worker starts.
+    pub fn max_startup_backoff(mut self, d: Duration) -> Self {
+        self.cfg.max_startup_backoff = d;
         self
     }
 
@@ -775,19 +749,7 @@ impl Builder {
         if let Some(Err(e)) = &cfg.initializer {
             return Err(e.clone());
         }
-        if cfg.workers == 0 {
-            return Err(Error::Config {
-                message: "a pool needs at least one worker".into(),
-            });
-        }
-        if cfg.max_frame < 64 || u32::try_from(cfg.max_frame).is_err() {
-            return Err(Error::Config {
-                message: format!(
-                    "max_frame_size must be between 64 bytes and 4 GiB - 1, not {}",
-                    cfg.max_frame
-                ),
-            });
-        }
+        validate(&cfg)?;
         let shared = Arc::new(Shared::default());
         let (commands, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -809,7 +771,9 @@ impl Builder {
                     .enable_all()
                     .build();
                 match rt {
-                    Ok(rt) => rt.block_on(scheduler::run(cfg, thread_shared, rx, ready_tx)),
+                    Ok(rt) => {
+                        rt.block_on(crate::host::driver::run(cfg, thread_shared, rx, ready_tx))
+                    }
                     Err(e) => {
                         let _ = ready_tx.send(Err(Error::Spawn {
                             message: format!("could not start the pool's runtime: {e}"),
@@ -860,6 +824,45 @@ impl Builder {
     }
 }
 
+/// The one check of a builder's settings: a zero that makes no sense, or
+/// a size out of range, is [`Error::Config`].
+fn validate(cfg: &Config) -> Result<(), Error> {
+    let zero = |what: &str| {
+        Err(Error::Config {
+            message: format!("{what} must be at least 1, not 0"),
+        })
+    };
+    if cfg.workers == 0 {
+        return zero("workers (a pool needs at least one worker)");
+    }
+    if cfg.jobs_per_worker == 0 {
+        return zero("jobs_per_worker");
+    }
+    if cfg.max_tasks_per_worker == Some(0) {
+        return zero("max_tasks_per_worker");
+    }
+    if cfg.max_startup_failures == 0 {
+        return zero("max_startup_failures");
+    }
+    if cfg.min_workers > cfg.workers {
+        return Err(Error::Config {
+            message: format!(
+                "min_workers ({}) must not exceed workers ({})",
+                cfg.min_workers, cfg.workers
+            ),
+        });
+    }
+    if cfg.max_frame < 64 || u32::try_from(cfg.max_frame).is_err() {
+        return Err(Error::Config {
+            message: format!(
+                "max_frame_size must be between 64 bytes and 4 GiB - 1, not {}",
+                cfg.max_frame
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn encode_error<T>(e: &postcard::Error) -> Error {
     Error::Serialization {
         stage: SerdeStage::EncodeTask,
@@ -868,13 +871,37 @@ fn encode_error<T>(e: &postcard::Error) -> Error {
     }
 }
 
-fn finish_frame<T>(buf: &mut [u8], max: usize) -> Result<(), Error> {
-    frame::finish(buf, max).map_err(|e| Error::Protocol {
-        message: format!(
-            "the task `{}` is too large: {e}",
-            std::any::type_name::<T>()
-        ),
-    })
+/// Why a job frame could not be built: the task did not serialize, or the
+/// frame is over the maximum size.
+enum JobFrameError {
+    Encode(postcard::Error),
+    Frame(frame::FrameError),
+}
+
+impl From<frame::FrameError> for JobFrameError {
+    fn from(e: frame::FrameError) -> Self {
+        JobFrameError::Frame(e)
+    }
+}
+
+impl From<postcard::Error> for JobFrameError {
+    fn from(e: postcard::Error) -> Self {
+        JobFrameError::Encode(e)
+    }
+}
+
+/// The error a user sees for a job frame of task type `T` that could not be
+/// built.
+fn job_frame_error<T>(e: JobFrameError) -> Error {
+    match e {
+        JobFrameError::Encode(e) => encode_error::<T>(&e),
+        JobFrameError::Frame(e) => Error::Protocol {
+            message: format!(
+                "the task `{}` is too large: {e}",
+                std::any::type_name::<T>()
+            ),
+        },
+    }
 }
 
 /// The complete frame of job `id` for the task at registry `index`.
@@ -885,9 +912,10 @@ fn encode_job_frame<T: Serialize>(
     max: usize,
 ) -> Result<Vec<u8>, Error> {
     let mut buf = Vec::with_capacity(64);
-    frame::begin(&mut buf);
-    protocol::put_job_header(&mut buf, id, index);
-    frame::encode_into(task, &mut buf).map_err(|e| encode_error::<T>(&e))?;
-    finish_frame::<T>(&mut buf, max)?;
+    frame::write_frame(&mut buf, max, |buf| {
+        protocol::put_job_header(buf, id, index);
+        Ok(frame::encode_into(task, buf)?)
+    })
+    .map_err(job_frame_error::<T>)?;
     Ok(buf)
 }

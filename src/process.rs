@@ -77,6 +77,16 @@ pub(crate) struct Spawned {
     stderr_task: tokio::task::JoinHandle<()>,
 }
 
+impl Spawned {
+    /// Kills a started worker that will not be used (with its process
+    /// group) and reaps it, so it leaves no zombie.
+    pub(crate) async fn discard(mut self) {
+        crate::sys::kill_group(self.pid);
+        let _ = self.child.kill().await;
+        self.stderr_task.abort();
+    }
+}
+
 /// Starts a worker and waits for its handshake.
 pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
     let program = match &cfg.command.program {
@@ -433,14 +443,25 @@ where
     tokio::spawn(async move {
         let writer = tokio::spawn(write_frames(stdin, frames_rx));
         let mut reader = reader;
-        let error = tokio::select! {
+        let (error, killed) = tokio::select! {
             biased;
-            _ = kill_rx => None,
-            e = read_frames(&mut reader, &mut report) => e,
+            _ = kill_rx => (None, true),
+            e = read_frames(&mut reader, &mut report) => (e, false),
         };
         // Kill the group (it may hold grandchildren) before reaping, while
         // the pid is still ours.
         crate::sys::kill_group(pid);
+        let error = if killed {
+            // Read what it wrote before it died: a start notice still in
+            // the pipe means that job started (it must not run again
+            // elsewhere), a result means it finished.
+            tokio::time::timeout(STDERR_DRAIN * 4, read_frames(&mut reader, &mut report))
+                .await
+                .ok()
+                .flatten()
+        } else {
+            error
+        };
         let mut child = child;
         let status = child
             .wait()

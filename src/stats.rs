@@ -1,8 +1,7 @@
-//! Counters the scheduler publishes and `stats()` reads without a round trip.
+//! Counters the pool's thread publishes and `stats()` reads without a round
+//! trip. A leaf module: it imports nothing of the crate.
 
 use std::sync::Mutex;
-
-use crate::handle::{RawResult, Slot};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// State shared between the pool handles and the scheduler.
@@ -40,20 +39,6 @@ impl Default for Shared {
 }
 
 impl Shared {
-    /// Delivers a job's result, counting it first so that `stats()` read
-    /// right after the handle resolves already includes it.
-    pub(crate) fn resolve(&self, slot: &Slot, result: RawResult) {
-        let counter = if result.is_ok() {
-            &self.completed
-        } else {
-            &self.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if !slot.complete(result) {
-            counter.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
     pub(crate) fn set_pids(&self, pids: impl Iterator<Item = u32>) {
         if let Ok(mut p) = self.pids.lock() {
             p.clear();

@@ -8,10 +8,12 @@ use std::task::{Context, Poll};
 use futures::stream::{BoxStream, FuturesUnordered, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, SerdeStage};
-use crate::handle::{Encoded, JobHandle, JobId, RawHandle, decode_slice};
+use crate::error::{Error, stage_error};
+use crate::handle::{JobHandle, RawHandle, decode_slice};
+use crate::msg::JobId;
 use crate::pool::ProcessPoolExecutor;
-use crate::protocol::{self, FailStage, ItemResult};
+use crate::protocol::{self, ItemResult};
+use crate::slot::Encoded;
 use crate::task::Task;
 
 /// A handle that yields its job id with its result.
@@ -197,6 +199,66 @@ impl<T: DeserializeOwned> JobSet<T> {
     }
 }
 
+impl ProcessPoolExecutor {
+    /// Runs `task` on every item of `tasks` and yields the results in input
+    /// order, keeping a bounded number of jobs in flight (see
+    /// [`MapStream`] for the options: `in_flight`, `chunk_size`).
+    ///
+    /// Tasks are pulled from the iterator only as results are consumed, so
+    /// a huge input never sits in memory. Each item yields its own
+    /// `Result`; an error does not end the stream.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: procpool::ProcessPoolExecutor) {
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Work(u64);
+    /// # impl procpool::Task for Work { type Output = u64; fn run(self) -> u64 { self.0 } }
+    /// use futures::StreamExt;
+    /// let results: Vec<_> = pool
+    ///     .map((0..1_000_000).map(Work))
+    ///     .chunk_size(1000)
+    ///     .collect()
+    ///     .await;
+    /// # }
+    /// ```
+    pub fn map<T, I>(&self, tasks: I) -> MapStream<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        MapStream::new(self, futures::stream::iter(tasks), true)
+    }
+
+    /// Like [`map`](Self::map), but yields results in completion order.
+    pub fn map_unordered<T, I>(&self, tasks: I) -> MapStream<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        MapStream::new(self, futures::stream::iter(tasks), false)
+    }
+
+    /// Like [`map`](Self::map), with the tasks coming from a `Stream`.
+    pub fn map_stream<T, S>(&self, tasks: S) -> MapStream<T::Output>
+    where
+        T: Task,
+        S: Stream<Item = T> + Send + 'static,
+    {
+        MapStream::new(self, tasks, true)
+    }
+
+    /// Like [`map_unordered`](Self::map_unordered), with the tasks coming
+    /// from a `Stream`.
+    pub fn map_stream_unordered<T, S>(&self, tasks: S) -> MapStream<T::Output>
+    where
+        T: Task,
+        S: Stream<Item = T> + Send + 'static,
+    {
+        MapStream::new(self, tasks, false)
+    }
+}
+
 /// Settings of a [`MapStream`].
 #[derive(Debug, Clone, Copy)]
 struct MapOptions {
@@ -253,7 +315,12 @@ impl<O: DeserializeOwned + Send + 'static> MapStream<O> {
         let make: MakeStream<O> = Box::new(move |opts: MapOptions| {
             let n = opts.in_flight.max(1);
             if opts.chunk_size <= 1 {
-                let jobs = tasks.map(move |t| pool.submit(t));
+                // With a bounded queue, each job waits for room (as
+                // `submit_wait` does) instead of failing with `Overloaded`.
+                let jobs = tasks.map(move |t| {
+                    let pool = pool.clone();
+                    async move { pool.submit_wait(t).await.await }
+                });
                 if opts.ordered {
                     jobs.buffered(n).boxed()
                 } else {
@@ -261,10 +328,14 @@ impl<O: DeserializeOwned + Send + 'static> MapStream<O> {
                 }
             } else {
                 let batches = tasks.ready_chunks(opts.chunk_size).map(move |chunk| {
-                    BatchJob::<O>::new(
-                        pool.start_batch(&chunk, crate::JobOptions::default()),
-                        chunk.len(),
-                    )
+                    let pool = pool.clone();
+                    let count = chunk.len();
+                    async move {
+                        let raw = pool
+                            .submit_batch_wait(chunk, crate::JobOptions::default())
+                            .await;
+                        BatchJob::<O>::new(raw, count, std::any::type_name::<T>()).await
+                    }
                 });
                 let batches = if opts.ordered {
                     batches.buffered(n).boxed()
@@ -337,14 +408,17 @@ impl<O: DeserializeOwned + Send + 'static> Stream for MapStream<O> {
 struct BatchJob<O> {
     raw: RawHandle,
     count: usize,
+    /// The task's type, for its errors.
+    task: &'static str,
     _output: std::marker::PhantomData<fn() -> O>,
 }
 
 impl<O> BatchJob<O> {
-    fn new(raw: RawHandle, count: usize) -> Self {
+    fn new(raw: RawHandle, count: usize, task: &'static str) -> Self {
         BatchJob {
             raw,
             count,
+            task,
             _output: std::marker::PhantomData,
         }
     }
@@ -354,18 +428,21 @@ impl<O: DeserializeOwned> Future for BatchJob<O> {
     type Output = Vec<Result<O, Error>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let count = self.count;
+        let (count, task) = (self.count, self.task);
         self.raw.poll_raw(cx).map(|r| match r {
-            Ok(enc) => decode_batch::<O>(&enc, count),
+            Ok(enc) => decode_batch::<O>(&enc, count, task),
             Err(e) => (0..count).map(|_| Err(e.clone())).collect(),
         })
     }
 }
 
-fn decode_batch<O: DeserializeOwned>(enc: &Encoded, count: usize) -> Vec<Result<O, Error>> {
+fn decode_batch<O: DeserializeOwned>(
+    enc: &Encoded,
+    count: usize,
+    task: &str,
+) -> Vec<Result<O, Error>> {
     let mut bytes = enc.body.get(enc.offset..).unwrap_or_default();
     let mut out = Vec::with_capacity(count);
-    let type_name = || std::any::type_name::<O>().to_owned();
     while out.len() < count {
         let Some(item) = protocol::take_item_result(&mut bytes) else {
             break;
@@ -373,17 +450,7 @@ fn decode_batch<O: DeserializeOwned>(enc: &Encoded, count: usize) -> Vec<Result<
         out.push(match item {
             ItemResult::Ok(b) => decode_slice::<O>(b),
             ItemResult::Panicked(message) => Err(Error::Panicked { message }),
-            ItemResult::Failed(FailStage::DecodeTask, message) => Err(Error::Serialization {
-                stage: SerdeStage::DecodeTask,
-                type_name: type_name(),
-                message,
-            }),
-            ItemResult::Failed(FailStage::EncodeOutput, message) => Err(Error::Serialization {
-                stage: SerdeStage::EncodeOutput,
-                type_name: type_name(),
-                message,
-            }),
-            ItemResult::Failed(FailStage::UnknownTask, message) => Err(Error::Protocol { message }),
+            ItemResult::Failed(stage, message) => Err(stage_error(stage, task, message)),
         });
     }
     while out.len() < count {

@@ -134,12 +134,16 @@ async fn a_failing_initializer_fails_build_clearly() {
     assert!(e.to_string().contains("initializer told to fail"), "{e}");
 }
 
+/// Defect 2 of the host-core issue: start-up failures broke the pool for
+/// good. While workers cannot start, jobs fail fast with the start-up
+/// error; once one can, the pool serves again.
 #[tokio::test]
-async fn workers_failing_at_start_up_stop_the_respawning_with_a_clear_error() {
+async fn workers_failing_at_start_up_fail_jobs_fast_then_the_pool_recovers() {
     let flag = temp_path("respawn-storm");
     let pool = ProcessPoolExecutor::builder()
         .workers(1)
         .max_startup_failures(3)
+        .max_startup_backoff(Duration::from_millis(100))
         .initializer(Init {
             value: 1,
             fail_if_exists: Some(flag.clone()),
@@ -153,11 +157,40 @@ async fn workers_failing_at_start_up_stop_the_respawning_with_a_clear_error() {
     let e = bounded("a job in a pool that cannot start workers", queued)
         .await
         .unwrap_err();
-    let _ = std::fs::remove_file(&flag);
     assert!(matches!(e, Error::Spawn { .. }), "{e:?}");
-    assert!(e.to_string().contains("giving up"), "{e}");
-    let stats = pool.stats();
-    assert_eq!(stats.workers_alive, 0);
+    assert!(
+        e.to_string().contains("failed to start 3 times in a row"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("initializer told to fail"), "{e}");
+    assert_eq!(pool.stats().workers_alive, 0);
+    assert!(!pool.is_shutdown());
+    // A job submitted while it is broken fails at once, not after a wait.
+    let started = std::time::Instant::now();
+    let e = bounded("a job while broken", pool.submit(Square(2)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Spawn { .. }), "{e:?}");
+    assert!(started.elapsed() < PATIENCE);
+    // The dependency is back: the pool starts a worker and serves again.
+    std::fs::remove_file(&flag).unwrap();
+    let mut served = false;
+    for _ in 0..600 {
+        match pool.submit(Square(3)).await {
+            Ok(n) => {
+                assert_eq!(n, 9);
+                served = true;
+                break;
+            }
+            Err(Error::Spawn { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("unexpected error while recovering: {e}"),
+        }
+    }
+    assert!(
+        served,
+        "the pool did not serve again after start-ups worked"
+    );
+    assert_eq!(pool.stats().workers_alive, 1);
     bounded("shutdown", pool.shutdown()).await;
 }
 

@@ -1,0 +1,859 @@
+//! Deterministic simulation of the host core.
+//!
+//! Each seed builds a [`Core`] with random settings and drives it with
+//! simulated workers, pipes and time from one seeded RNG: submits (with
+//! timeouts, retries, sizes, `map`-like batches), cancels that race a job's
+//! dispatch, start and completion, workers that die at any point (before or
+//! after a start notice, with results half-written or garbled), slow, hung
+//! and silent jobs, external kills, memory samples over the limits, idle
+//! timeouts, `max_tasks_per_worker`, start-up failures that come and go,
+//! and `shutdown`/`shutdown_now` at any moment. After every step it checks
+//! the invariants (see [`World::check_step`] and [`World::check_end`]).
+//!
+//! `cargo test --lib simulation` runs 10,000 seeds; `PROCPOOL_SIM_SEEDS=n`
+//! runs `n`; `PROCPOOL_SIM_SEED=s` replays one, printing its trace.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::core::{Action, Control, Core, Input, JobState, NewJob, Settings, WorkerId};
+use crate::error::{Error, ExitStatus};
+use crate::msg::JobId;
+use crate::slot::Encoded;
+
+/// SplitMix64: small, fast, and the same on every platform.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    /// True with probability `pct`%.
+    fn pct(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo + 1))
+    }
+}
+
+/// How a simulated job behaves in its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Runs, returns a result; ignores cancels (a blocking task).
+    Normal,
+    /// Stops soon after a cancel, with a result (checks `cancelled()`).
+    Cooperative,
+    /// An async task: dropped on cancel, answers `Cancelled`.
+    Async,
+    /// Panics at the end.
+    Panics,
+    /// Runs for a very long time and ignores cancels.
+    Hangs,
+    /// Its worker dies while running it.
+    Dies,
+    /// Its worker writes a garbled frame (the link drops it).
+    Garbles,
+}
+
+struct Ledger {
+    kind: Kind,
+    run: Duration,
+    retries: u32,
+    /// Its slot: resolved or cancelled (exactly one, at most once).
+    resolved: u32,
+    cancelled: bool,
+    released: u32,
+    /// Times a simulated worker really started it.
+    starts: u32,
+    /// Times its worker died while running it.
+    deaths: u32,
+    accepted: bool,
+}
+
+/// A simulated worker process.
+#[derive(Default)]
+struct Proc {
+    /// Jobs read and not started: (id, sent ahead).
+    queue: VecDeque<(JobId, bool)>,
+    running: HashSet<JobId>,
+    cancelled: HashSet<JobId>,
+    /// Its exit is on its way to the host; it does nothing more.
+    dead: bool,
+}
+
+#[derive(Debug)]
+enum Ev {
+    ToWorker(WorkerId, Msg),
+    ToHost(WorkerId, Input),
+    SpawnDone(WorkerId),
+    JobDone(WorkerId, JobId),
+}
+
+#[derive(Debug)]
+enum Msg {
+    Job(JobId, bool),
+    Control(Control),
+    Close,
+}
+
+struct World {
+    rng: Rng,
+    base: Instant,
+    /// Simulated time since `base`.
+    t: Duration,
+    core: Core,
+    set: Settings,
+    events: BTreeMap<(Duration, u64), Ev>,
+    seq: u64,
+    /// Per worker, the time of the last delivery each way (pipes are FIFO).
+    fifo: HashMap<(WorkerId, bool), Duration>,
+    procs: BTreeMap<WorkerId, Proc>,
+    jobs: BTreeMap<JobId, Ledger>,
+    next_job: u64,
+    /// Start-ups fail until then.
+    failing_until: Duration,
+    initial: usize,
+    spawned_ok: u64,
+    shut_down: bool,
+    /// No more races or failures: the end of a run.
+    calm: bool,
+    trace: Vec<String>,
+    keep_trace: bool,
+    steps: u64,
+}
+
+impl World {
+    fn new(seed: u64, keep_trace: bool) -> Self {
+        let mut rng = Rng(seed);
+        let slots = 1 + rng.below(8) as usize;
+        let set = Settings {
+            workers: 1 + rng.below(4) as usize,
+            min_workers: rng.below(2) as usize,
+            slots,
+            prefetch: [0, 1, 2, 4, 32, 64][rng.below(6) as usize],
+            max_tasks_per_worker: rng.pct(25).then(|| 1 + rng.below(6)),
+            max_worker_rss: rng.pct(20).then_some(1000),
+            worker_memory_limit: rng.pct(20).then_some(2000),
+            idle_timeout: rng.pct(30).then(|| rng.ms(50, 400)),
+            job_timeout: rng.pct(25).then(|| rng.ms(20, 300)),
+            cancel_grace: rng.ms(10, 200),
+            max_startup_failures: 1 + rng.below(4) as u32,
+            max_startup_backoff: rng.ms(50, 1000),
+        };
+        let base = Instant::now();
+        let failing_until = if rng.pct(20) {
+            rng.ms(0, 3000)
+        } else {
+            Duration::ZERO
+        };
+        let mut w = World {
+            core: Core::new(set.clone(), base),
+            rng,
+            base,
+            t: Duration::ZERO,
+            initial: set.workers,
+            set,
+            events: BTreeMap::new(),
+            seq: 0,
+            fifo: HashMap::new(),
+            procs: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            next_job: 1,
+            failing_until,
+            spawned_ok: 0,
+            shut_down: false,
+            calm: false,
+            trace: Vec::new(),
+            keep_trace,
+            steps: 0,
+        };
+        w.note(format!("settings {:?}", w.set));
+        w
+    }
+
+    fn now(&self) -> Instant {
+        self.base + self.t
+    }
+
+    fn note(&mut self, s: String) {
+        if self.keep_trace {
+            self.trace.push(format!("{:>8.3?} {s}", self.t));
+        }
+    }
+
+    fn at(&mut self, after: Duration, ev: Ev) {
+        self.seq += 1;
+        self.events.insert((self.t + after, self.seq), ev);
+    }
+
+    /// A delivery over worker `w`'s pipe (`up`: to the host), after
+    /// whatever it sent before.
+    fn pipe(&mut self, w: WorkerId, up: bool, ev: Ev) {
+        let delay = self.rng.ms(0, 5);
+        let last = self.fifo.get(&(w, up)).copied().unwrap_or_default();
+        let when = (self.t + delay).max(last);
+        self.fifo.insert((w, up), when);
+        self.seq += 1;
+        self.events.insert((when, self.seq), ev);
+    }
+
+    fn input(&mut self, input: Input) -> Result<(), String> {
+        self.note(format!("in  {input:?}"));
+        self.core.handle(self.now(), input);
+        self.after_step()
+    }
+
+    /// Carries out the core's actions, then checks the invariants.
+    fn after_step(&mut self) -> Result<(), String> {
+        let mut failed = Vec::new();
+        let mut sent = Vec::new();
+        while let Some(a) = self.core.poll_action() {
+            self.note(format!("out {a:?}"));
+            self.apply(a, &mut failed, &mut sent)?;
+        }
+        self.check_step(&sent)?;
+        for (worker, job) in failed {
+            self.input(Input::SendFailed { worker, job })?;
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        a: Action,
+        failed: &mut Vec<(WorkerId, JobId)>,
+        sent: &mut Vec<JobId>,
+    ) -> Result<(), String> {
+        match a {
+            Action::Spawn(w) => {
+                let d = self.rng.ms(1, 20);
+                self.at(d, Ev::SpawnDone(w));
+            }
+            Action::SendJob {
+                worker, job, ahead, ..
+            } => {
+                sent.push(job);
+                let dead = self.procs.get(&worker).is_none_or(|p| p.dead);
+                if dead && self.rng.pct(50) {
+                    // Its link already ended.
+                    failed.push((worker, job));
+                } else {
+                    self.pipe(worker, false, Ev::ToWorker(worker, Msg::Job(job, ahead)));
+                }
+            }
+            Action::Send { worker, msg } => {
+                self.pipe(worker, false, Ev::ToWorker(worker, Msg::Control(msg)));
+            }
+            Action::Started { .. } => {}
+            Action::Close(w) => self.pipe(w, false, Ev::ToWorker(w, Msg::Close)),
+            Action::Kill(w) => self.die(w, ExitStatus::Signal(9), None, true),
+            Action::Resolve { job, result } => {
+                let race = !self.calm && self.rng.pct(3);
+                let l = self.ledger(job)?;
+                if l.resolved > 0 {
+                    return Err(format!("{job} resolved twice"));
+                }
+                if l.released > 0 {
+                    return Err(format!("{job} resolved after its release"));
+                }
+                if !l.cancelled && race {
+                    // The handle is cancelled just before the result lands.
+                    l.cancelled = true;
+                    self.note(format!("race: {job}'s handle cancels first"));
+                    self.cancel_later(job);
+                } else if !l.cancelled {
+                    l.resolved += 1;
+                    let _ = result;
+                }
+            }
+            Action::Release { job, .. } => {
+                let l = self.ledger(job)?;
+                l.released += 1;
+                if l.released > 1 {
+                    return Err(format!("{job} released twice"));
+                }
+                if l.resolved == 0 && !l.cancelled {
+                    return Err(format!("{job} released without an outcome"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ledger(&mut self, job: JobId) -> Result<&mut Ledger, String> {
+        self.jobs
+            .get_mut(&job)
+            .ok_or_else(|| format!("the core named {job}, never submitted"))
+    }
+
+    /// The handle's cancel reaches the core a moment later.
+    fn cancel_later(&mut self, job: JobId) {
+        let d = self.rng.ms(0, 3);
+        self.seq += 1;
+        self.events.insert(
+            (self.t + d, self.seq),
+            Ev::ToHost(WorkerId(u64::MAX), Input::Cancel(job)),
+        );
+    }
+
+    /// Worker `w`'s process ends. `killed`: by the host, whose link stops
+    /// reading at once (what was in the pipe is lost).
+    fn die(&mut self, w: WorkerId, status: ExitStatus, error: Option<String>, killed: bool) {
+        let Some(p) = self.procs.get_mut(&w) else {
+            return;
+        };
+        if p.dead {
+            return;
+        }
+        p.dead = true;
+        for &id in &p.running {
+            if let Some(l) = self.jobs.get_mut(&id) {
+                l.deaths += 1;
+            }
+        }
+        // The host's link reads what the worker wrote until EOF, even when
+        // it killed it; only a result being written as it died is lost
+        // (half-written): that job died with its worker.
+        if !killed && self.rng.pct(30) {
+            let last = self
+                .events
+                .iter()
+                .filter(|(_, ev)| matches!(ev, Ev::ToHost(x, _) if *x == w))
+                .map(|(k, _)| *k)
+                .next_back();
+            let is_result = last
+                .and_then(|k| self.events.get(&k))
+                .is_some_and(|ev| matches!(ev, Ev::ToHost(_, Input::Finished { .. })));
+            if let (true, Some(key)) = (is_result, last) {
+                if let Some(Ev::ToHost(_, Input::Finished { job, .. })) = self.events.remove(&key) {
+                    self.note(format!("{job}'s result is half-written as {w} dies"));
+                    if let Some(l) = self.jobs.get_mut(&job) {
+                        l.deaths += 1;
+                    }
+                }
+            }
+        }
+        let input = Input::Exited {
+            worker: w,
+            status,
+            error,
+            tail: String::new(),
+        };
+        self.pipe(w, true, Ev::ToHost(w, input));
+    }
+
+    /// Worker `w` starts what it can.
+    fn worker_start(&mut self, w: WorkerId) -> Result<(), String> {
+        loop {
+            let Some(p) = self.procs.get_mut(&w) else {
+                return Ok(());
+            };
+            if p.dead || p.running.len() >= self.set.slots {
+                return Ok(());
+            }
+            let Some((id, ahead)) = p.queue.pop_front() else {
+                return Ok(());
+            };
+            p.running.insert(id);
+            let l = self.ledger(id)?;
+            l.starts += 1;
+            if l.starts > 1 + l.retries || l.starts > 1 + l.deaths {
+                return Err(format!(
+                    "{id} started {} times with {} retries and {} worker deaths",
+                    l.starts, l.retries, l.deaths
+                ));
+            }
+            let (kind, run) = (l.kind, l.run);
+            if ahead {
+                self.pipe(
+                    w,
+                    true,
+                    Ev::ToHost(w, Input::Started { worker: w, job: id }),
+                );
+            }
+            let run = match kind {
+                Kind::Hangs => Duration::from_secs(30),
+                _ => run,
+            };
+            self.at(run, Ev::JobDone(w, id));
+        }
+    }
+
+    fn worker_msg(&mut self, w: WorkerId, msg: Msg) -> Result<(), String> {
+        let Some(p) = self.procs.get_mut(&w) else {
+            return Ok(());
+        };
+        if p.dead {
+            return Ok(());
+        }
+        match msg {
+            Msg::Job(id, ahead) => {
+                p.queue.push_back((id, ahead));
+                self.worker_start(w)?;
+            }
+            Msg::Control(Control::Cancel(id) | Control::Revoke(id)) => {
+                let cancel = matches!(msg, Msg::Control(Control::Cancel(_)));
+                if let Some(at) = p.queue.iter().position(|&(j, _)| j == id) {
+                    p.queue.remove(at);
+                    self.pipe(
+                        w,
+                        true,
+                        Ev::ToHost(w, Input::Revoked { worker: w, job: id }),
+                    );
+                } else if cancel && p.running.contains(&id) {
+                    p.cancelled.insert(id);
+                    let kind = self.jobs.get(&id).map(|l| l.kind);
+                    if matches!(kind, Some(Kind::Async | Kind::Cooperative)) {
+                        let d = self.rng.ms(0, 5);
+                        self.at(d, Ev::JobDone(w, id));
+                    }
+                }
+            }
+            Msg::Control(Control::Credit(..)) => {}
+            Msg::Close => {
+                // EOF on its input: it exits at once.
+                self.die(w, ExitStatus::Code(0), None, false);
+            }
+        }
+        Ok(())
+    }
+
+    fn job_done(&mut self, w: WorkerId, id: JobId) -> Result<(), String> {
+        let Some(p) = self.procs.get_mut(&w) else {
+            return Ok(());
+        };
+        if p.dead || !p.running.remove(&id) {
+            return Ok(());
+        }
+        let cancelled = p.cancelled.remove(&id);
+        let kind = self.jobs.get(&id).map_or(Kind::Normal, |l| l.kind);
+        let result = match kind {
+            Kind::Dies => {
+                p.running.insert(id);
+                self.die(w, ExitStatus::Signal(11), None, false);
+                return Ok(());
+            }
+            Kind::Garbles => {
+                p.running.insert(id);
+                self.die(
+                    w,
+                    ExitStatus::Signal(9),
+                    Some("a garbled frame".into()),
+                    false,
+                );
+                return Ok(());
+            }
+            Kind::Async if cancelled => Err(Error::Cancelled),
+            Kind::Panics => Err(Error::Panicked {
+                message: "boom".into(),
+            }),
+            _ => Ok(Encoded {
+                body: vec![id.0 as u8],
+                offset: 0,
+            }),
+        };
+        let rss = self.set.max_worker_rss.map(|_| self.rng.below(1500));
+        let input = Input::Finished {
+            worker: w,
+            job: id,
+            result,
+            rss,
+        };
+        self.pipe(w, true, Ev::ToHost(w, input));
+        self.worker_start(w)
+    }
+
+    fn deliver(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::ToWorker(w, msg) => self.worker_msg(w, msg),
+            Ev::ToHost(_, input) => self.input(input),
+            Ev::JobDone(w, id) => self.job_done(w, id),
+            Ev::SpawnDone(w) => {
+                let fail = self.t < self.failing_until || (!self.calm && self.rng.pct(3));
+                if fail {
+                    let e = Error::Spawn {
+                        message: "simulated start-up failure".into(),
+                    };
+                    self.input(Input::Spawned {
+                        worker: w,
+                        result: Err(e),
+                    })
+                } else {
+                    self.procs.insert(w, Proc::default());
+                    self.spawned_ok += 1;
+                    self.input(Input::Spawned {
+                        worker: w,
+                        result: Ok(1000 + w.0 as u32),
+                    })
+                }
+            }
+        }
+    }
+
+    /// One thing the user (or the world) does now.
+    fn user_step(&mut self) -> Result<(), String> {
+        match self.rng.below(100) {
+            0..=44 => {
+                let n = if self.rng.pct(15) {
+                    1 + self.rng.below(10)
+                } else {
+                    1
+                };
+                for _ in 0..n {
+                    self.submit(None)?;
+                }
+                Ok(())
+            }
+            45..=64 => {
+                let pending: Vec<JobId> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, l)| l.accepted && l.resolved == 0 && !l.cancelled)
+                    .map(|(&id, _)| id)
+                    .collect();
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                let id = pending[self.rng.below(pending.len() as u64) as usize];
+                if let Some(l) = self.jobs.get_mut(&id) {
+                    l.cancelled = true;
+                }
+                self.input(Input::Cancel(id))
+            }
+            65..=69 => {
+                let busy: Vec<WorkerId> = self.core.busy_workers().map(|(w, _)| w).collect();
+                if busy.is_empty() {
+                    return Ok(());
+                }
+                let w = busy[self.rng.below(busy.len() as u64) as usize];
+                let rss = self.rng.below(2500);
+                self.input(Input::MemorySample { worker: w, rss })
+            }
+            70..=72 => {
+                let alive: Vec<WorkerId> = self
+                    .procs
+                    .iter()
+                    .filter(|(_, p)| !p.dead)
+                    .map(|(&w, _)| w)
+                    .collect();
+                if alive.is_empty() {
+                    return Ok(());
+                }
+                let w = alive[self.rng.below(alive.len() as u64) as usize];
+                self.note(format!("the OOM killer kills {w}"));
+                self.die(w, ExitStatus::Signal(9), None, false);
+                Ok(())
+            }
+            73 if !self.shut_down && self.rng.pct(20) => {
+                self.shut_down = true;
+                if self.rng.pct(50) {
+                    self.input(Input::Shutdown)
+                } else {
+                    self.input(Input::ShutdownNow)
+                }
+            }
+            74..=75 => {
+                let on: Vec<JobId> = self
+                    .jobs
+                    .keys()
+                    .copied()
+                    .filter(|&id| {
+                        self.core
+                            .job_state(id)
+                            .is_some_and(|s| s.worker().is_some())
+                    })
+                    .collect();
+                match on.first() {
+                    Some(&id) => self.input(Input::Credit(id, 1)),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn submit(&mut self, kind: Option<Kind>) -> Result<(), String> {
+        let id = JobId(self.next_job);
+        self.next_job += 1;
+        let kind = kind.unwrap_or_else(|| match self.rng.below(100) {
+            0..=54 => Kind::Normal,
+            55..=64 => Kind::Cooperative,
+            65..=74 => Kind::Async,
+            75..=82 => Kind::Panics,
+            83..=87 => Kind::Hangs,
+            88..=95 => Kind::Dies,
+            _ => Kind::Garbles,
+        });
+        let run = if self.rng.pct(10) {
+            self.rng.ms(200, 2000)
+        } else {
+            self.rng.ms(0, 40)
+        };
+        let retries = if self.rng.pct(25) {
+            1 + self.rng.below(2) as u32
+        } else {
+            0
+        };
+        let size = if self.rng.pct(5) {
+            (1 << 20) + self.rng.below(20 << 20) as usize
+        } else {
+            64 + self.rng.below(4096) as usize
+        };
+        let timeout = self.rng.pct(15).then(|| self.rng.ms(10, 500));
+        self.jobs.insert(
+            id,
+            Ledger {
+                kind,
+                run,
+                retries,
+                resolved: 0,
+                cancelled: false,
+                released: 0,
+                starts: 0,
+                deaths: 0,
+                accepted: true,
+            },
+        );
+        self.input(Input::Submit(NewJob {
+            id,
+            size,
+            timeout,
+            retries,
+        }))
+    }
+
+    /// Advances to the next event or timer and handles it; false if there
+    /// is none.
+    fn world_step(&mut self) -> Result<bool, String> {
+        let next_ev = self.events.keys().next().copied();
+        let next_timer = self.core.poll_timeout().map(|at| at - self.base);
+        match (next_ev, next_timer) {
+            (None, None) => Ok(false),
+            (Some((t, _)), Some(tt)) if tt < t => self.fire(tt),
+            (Some(key), _) => {
+                let ev = self.events.remove(&key).ok_or("lost an event")?;
+                self.t = self.t.max(key.0);
+                self.deliver(ev)?;
+                Ok(true)
+            }
+            (None, Some(tt)) => self.fire(tt),
+        }
+    }
+
+    fn fire(&mut self, at: Duration) -> Result<bool, String> {
+        self.t = self.t.max(at);
+        self.note("timer".into());
+        self.core.handle_timeout(self.now());
+        self.after_step()?;
+        Ok(true)
+    }
+
+    /// The invariants that hold after every step.
+    fn check_step(&mut self, sent: &[JobId]) -> Result<(), String> {
+        self.steps += 1;
+        self.core.check()?;
+        let queued = self.core.queued_ids();
+        // Jobs leave the queue in order: what was sent in this step came
+        // before everything still queued.
+        if let (Some(&last), Some(&first)) = (sent.iter().max(), queued.first()) {
+            if last > first {
+                return Err(format!("sent {last} while {first} waits in the queue"));
+            }
+        }
+        if sent.windows(2).any(|w| w[0] > w[1]) {
+            return Err(format!("sent out of order: {sent:?}"));
+        }
+        let live = self
+            .jobs
+            .iter()
+            .filter(|(_, l)| l.accepted && l.released == 0)
+            .count();
+        let s = self.core.stats();
+        if s.queued + s.running != live {
+            return Err(format!(
+                "stats say {} queued + {} running, the simulation has {live} jobs in the pool",
+                s.queued, s.running
+            ));
+        }
+        let initial = self.initial as u64;
+        if s.respawns != self.spawned_ok.saturating_sub(initial) && self.spawned_ok >= initial {
+            // Initial workers can fail to start (they are then replaced).
+            let initial_ok = self.spawned_ok - s.respawns;
+            if initial_ok > initial {
+                return Err(format!(
+                    "{} workers started, {} counted as respawns",
+                    self.spawned_ok, s.respawns
+                ));
+            }
+        }
+        for (&id, l) in &self.jobs {
+            if let Some(starts) = self.core.starts(id) {
+                if starts > 1 + l.retries {
+                    return Err(format!("the core started {id} {starts} times"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end: every job has its outcome, exactly once.
+    fn check_end(&self) -> Result<(), String> {
+        for (id, l) in &self.jobs {
+            if !l.accepted {
+                continue;
+            }
+            if l.released != 1 {
+                return Err(format!(
+                    "{id} was never released ({:?})",
+                    self.core.job_state(*id)
+                ));
+            }
+            if u32::from(l.cancelled) + l.resolved != 1 {
+                return Err(format!(
+                    "{id}: resolved {} times, cancelled {}",
+                    l.resolved, l.cancelled
+                ));
+            }
+        }
+        if !self.core.is_finished() {
+            return Err("the pool never finished after shutdown".into());
+        }
+        if self.procs.values().any(|p| !p.dead) {
+            return Err("a worker process outlived its pool".into());
+        }
+        Ok(())
+    }
+
+    /// Runs until nothing is left to happen (bounded).
+    fn settle(&mut self, limit: u64) -> Result<(), String> {
+        for _ in 0..limit {
+            if !self.world_step()? {
+                return Ok(());
+            }
+        }
+        Err(format!("still busy after {limit} more steps"))
+    }
+
+    fn run(&mut self, actions: u64) -> Result<(), String> {
+        for _ in 0..actions {
+            // Let the world move a few steps between user actions.
+            for _ in 0..self.rng.below(6) {
+                if !self.world_step()? {
+                    break;
+                }
+            }
+            self.user_step()?;
+        }
+        // Start-ups work again; nothing new fails.
+        self.failing_until = Duration::ZERO;
+        self.calm = true;
+        self.settle(100_000)?;
+        if !self.shut_down {
+            // Once workers can start again, the pool serves again.
+            let probe = JobId(self.next_job);
+            self.submit(Some(Kind::Normal))?;
+            if let Some(l) = self.jobs.get_mut(&probe) {
+                l.run = Duration::from_millis(1);
+            }
+            self.settle(100_000)?;
+            let l = self.jobs.get(&probe).ok_or("the probe vanished")?;
+            if l.resolved != 1 {
+                return Err("after start-ups work again, a new job did not complete".into());
+            }
+            self.shut_down = true;
+            self.input(Input::Shutdown)?;
+        }
+        self.settle(100_000)?;
+        self.check_end()
+    }
+}
+
+fn run_seed(seed: u64, keep_trace: bool) -> Result<u64, (String, Vec<String>)> {
+    let mut w = World::new(seed, keep_trace);
+    let actions = 20 + w.rng.below(80);
+    match w.run(actions) {
+        Ok(()) => Ok(w.steps),
+        Err(e) => Err((e, w.trace)),
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
+#[test]
+fn simulation() {
+    if let Some(seed) = env_u64("PROCPOOL_SIM_SEED") {
+        match run_seed(seed, true) {
+            Ok(steps) => eprintln!("seed {seed}: ok, {steps} steps"),
+            Err((e, trace)) => {
+                for line in &trace {
+                    eprintln!("{line}");
+                }
+                panic!("seed {seed}: {e}");
+            }
+        }
+        return;
+    }
+    let seeds = env_u64("PROCPOOL_SIM_SEEDS").unwrap_or(10_000);
+    let first = env_u64("PROCPOOL_SIM_FIRST").unwrap_or(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let results: Vec<Result<u64, (u64, String)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut steps = 0;
+                    let mut seed = first + t;
+                    while seed < first + seeds {
+                        // `catch_unwind`: a `debug_assert!` in the core
+                        // names its seed too.
+                        let r = std::panic::catch_unwind(|| run_seed(seed, false));
+                        match r {
+                            Ok(Ok(n)) => steps += n,
+                            Ok(Err((e, _))) => return Err((seed, e)),
+                            Err(p) => {
+                                let msg = p
+                                    .downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                                    .unwrap_or_default();
+                                return Err((seed, format!("panicked: {msg}")));
+                            }
+                        }
+                        seed += threads;
+                    }
+                    Ok(steps)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err((u64::MAX, "a thread died".into()))))
+            .collect()
+    });
+    let mut steps = 0;
+    for r in results {
+        match r {
+            Ok(n) => steps += n,
+            Err((seed, e)) => panic!(
+                "simulation seed {seed} failed: {e}\nreplay it with its trace: \
+                 PROCPOOL_SIM_SEED={seed} cargo test --lib simulation -- --nocapture"
+            ),
+        }
+    }
+    eprintln!("simulation: {seeds} seeds, {steps} steps checked");
+}
+
+#[allow(dead_code)]
+fn _uses(_: JobState) {}
