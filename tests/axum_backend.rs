@@ -1,7 +1,7 @@
 //! The axum example (`examples/axum_backend.rs`) served in-process and
 //! driven over real HTTP with reqwest.
 
-mod common;
+mod support;
 
 #[path = "../examples/axum_backend.rs"]
 mod backend;
@@ -9,8 +9,8 @@ mod backend;
 use std::time::Duration;
 
 use backend::Mode;
-use common::*;
 use procpool::ProcessPoolExecutor;
+use support::*;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -7,12 +7,25 @@
 //! queued: every handle resolves, to `Shutdown` unless it had finished,
 //! nothing hangs, the workers exit.
 
-mod common;
+mod support;
+
+#[path = "support/chaos.rs"]
+mod chaos;
+#[path = "support/host.rs"]
+mod host;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use chaos::*;
+use host::*;
+use procfs::*;
 use procpool::Error;
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

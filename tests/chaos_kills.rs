@@ -3,15 +3,25 @@
 //! `WorkerDied` naming a worker that really was killed; the pool keeps its
 //! size and its counters add up.
 
-mod common;
+mod support;
+
+#[path = "support/chaos.rs"]
+mod chaos;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use chaos::*;
+use procfs::*;
 use procpool::{Error, ExitStatus, JobOptions};
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

@@ -3,12 +3,25 @@
 //! with good jobs in one run. Good jobs all succeed; every bad job gets an
 //! error that says what happened; the pool keeps its size and serves.
 
-mod common;
+mod support;
+
+#[path = "support/chaos.rs"]
+mod chaos;
+#[path = "support/hostile.rs"]
+mod hostile;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::Duration;
 
-use common::*;
+use chaos::*;
+use hostile::*;
+use procfs::*;
 use procpool::{Error, ExitStatus, JobHandle, JobOptions};
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

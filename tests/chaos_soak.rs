@@ -10,13 +10,23 @@
 //!
 //! With `PROCPOOL_SOAK_JOBS_PER_WORKER=n` the workers run `n` jobs at once.
 
-mod common;
+mod support;
+
+#[path = "support/chaos.rs"]
+mod chaos;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::Instant;
 
-use common::*;
+use chaos::*;
 use futures::StreamExt;
+use procfs::*;
 use procpool::Error;
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

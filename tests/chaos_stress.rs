@@ -4,16 +4,26 @@
 //! (and with the outcome its operation allows), the run ends, and the pool
 //! is whole afterwards.
 
-mod common;
+mod support;
+
+#[path = "support/chaos.rs"]
+mod chaos;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use chaos::*;
 use futures::StreamExt;
+use procfs::*;
 use procpool::{Error, JobOptions, JobSet, ProcessPoolExecutor};
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

@@ -6,13 +6,26 @@
 //! 64 MiB in flight. Each fault resolves its own job, with an error that
 //! says what happened, and the pool keeps serving.
 
-mod common;
+mod support;
+
+#[path = "support/chaos.rs"]
+mod chaos;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
+#[path = "support/trip.rs"]
+mod trip;
 
 use std::time::Duration;
 
-use common::*;
+use chaos::*;
 use futures::StreamExt;
+use procfs::*;
 use procpool::{Error, ExitStatus, ProcessPoolExecutor, SerdeStage};
+use support::*;
+use tasks::*;
+use trip::*;
 
 procpool::init_before_main!();
 

@@ -3,11 +3,21 @@
 //! that only acts when an environment variable is set), kills it, and
 //! watches the workers it reported.
 
-mod common;
+mod support;
+
+#[path = "support/host.rs"]
+mod host;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use host::*;
+use procfs::*;
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

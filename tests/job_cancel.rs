@@ -1,11 +1,21 @@
 //! Cancelling: every way of giving up on a job stops the work.
 
-mod common;
+mod support;
+
+#[path = "support/effects.rs"]
+mod effects;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use effects::*;
+use procfs::*;
 use procpool::{Error, ProcessPoolExecutor};
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

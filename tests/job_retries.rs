@@ -1,9 +1,16 @@
 //! Opt-in retries after a worker death, and the per-worker memory limit.
 
-mod common;
+mod support;
 
-use common::*;
+#[path = "support/effects.rs"]
+mod effects;
+#[path = "support/tasks.rs"]
+mod tasks;
+
+use effects::*;
 use procpool::{Error, JobOptions, ProcessPoolExecutor};
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

@@ -1,11 +1,18 @@
 //! Timeouts: per job and pool-wide, counted from the start of the job.
 
-mod common;
+mod support;
+
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::Duration;
 
-use common::*;
+use procfs::*;
 use procpool::{Error, JobOptions, ProcessPoolExecutor};
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

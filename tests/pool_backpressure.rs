@@ -1,11 +1,18 @@
 //! A bounded queue: wait for room, or fail fast when full.
 
-mod common;
+mod support;
+
+#[path = "support/bad_tasks.rs"]
+mod bad_tasks;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::Duration;
 
-use common::*;
+use bad_tasks::*;
 use procpool::{Error, ProcessPoolExecutor};
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

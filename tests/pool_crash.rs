@@ -1,11 +1,15 @@
 //! Crash isolation: a panicking or dying job fails only itself.
 
-mod common;
+mod support;
+
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::Duration;
 
-use common::*;
 use procpool::{Error, ExitStatus};
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

@@ -1,12 +1,16 @@
 //! The handshake: a worker must be the same build, speaking the same
 //! protocol, and must not print to stdout before `init()`.
 
-mod common;
+mod support;
+
+#[path = "support/worker.rs"]
+mod worker;
 
 use std::path::PathBuf;
 
-use common::*;
 use procpool::{Error, ProcessPoolExecutor};
+use support::*;
+use worker::*;
 
 procpool::init_before_main!();
 

@@ -1,12 +1,16 @@
 //! Jobs sent ahead to busy workers: never lost, never stuck behind a long
 //! job while another worker is idle.
 
-mod common;
+mod support;
+
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::Duration;
 
-use common::*;
 use procpool::ProcessPoolExecutor;
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

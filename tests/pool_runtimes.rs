@@ -2,10 +2,14 @@
 //! serve many `#[tokio::test]` functions (each with its own runtime) and
 //! synchronous code.
 
-mod common;
+mod support;
 
-use common::*;
+#[path = "support/tasks.rs"]
+mod tasks;
+
 use procpool::ProcessPoolExecutor;
+use support::*;
+use tasks::*;
 use tokio::sync::OnceCell;
 
 procpool::init_before_main!();

@@ -1,11 +1,18 @@
 //! Shutting a pool down, gracefully or by dropping it.
 
-mod common;
+mod support;
+
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::Duration;
 
-use common::*;
+use procfs::*;
 use procpool::Error;
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

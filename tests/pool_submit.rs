@@ -1,9 +1,19 @@
 //! Submitting jobs and getting results: the basic contract of the pool.
 
-mod common;
+mod support;
 
-use common::*;
+#[path = "support/bad_tasks.rs"]
+mod bad_tasks;
+#[path = "support/tasks.rs"]
+mod tasks;
+#[path = "support/worker.rs"]
+mod worker;
+
+use bad_tasks::*;
 use procpool::{Error, JobHandle, ProcessPoolExecutor, SerdeStage};
+use support::*;
+use tasks::*;
+use worker::*;
 
 procpool::init_before_main!();
 

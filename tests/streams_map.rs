@@ -1,13 +1,17 @@
 //! Many jobs: as_completed, JobSet and map.
 
-mod common;
+mod support;
+
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
 use futures::StreamExt;
 use procpool::{Error, JobSet, as_completed};
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

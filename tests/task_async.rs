@@ -2,15 +2,22 @@
 //! worker, and cancels and timeouts that drop the task's future inside the
 //! worker instead of killing it.
 
-mod common;
+mod support;
+
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
+use procfs::*;
 use procpool::{AsyncTask, Error, JobOptions, ProcessPoolExecutor, Task};
 use serde::{Deserialize, Serialize};
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

@@ -1,11 +1,21 @@
 //! Per-worker state built by the initializer, and progress reports.
 
-mod common;
+mod support;
+
+#[path = "support/progress.rs"]
+mod progress;
+#[path = "support/tasks.rs"]
+mod tasks;
+#[path = "support/worker.rs"]
+mod worker;
 
 use std::collections::HashMap;
 
-use common::*;
 use procpool::ProcessPoolExecutor;
+use progress::*;
+use support::*;
+use tasks::*;
+use worker::*;
 
 procpool::init_before_main!();
 

@@ -1,11 +1,18 @@
 //! Streaming tasks: items as a `Stream`, flow control, cancellation.
 
-mod common;
+mod support;
+
+#[path = "support/progress.rs"]
+mod progress;
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::Duration;
 
-use common::*;
 use futures::StreamExt;
+use progress::*;
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

@@ -1,11 +1,15 @@
 //! The pool as a `tower::Service`, composed with tower's layers.
 
-mod common;
+mod support;
+
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::time::Duration;
 
-use common::*;
 use procpool::Error;
+use support::*;
+use tasks::*;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 procpool::init_before_main!();

@@ -1,12 +1,16 @@
 //! `tracing` spans and events for jobs and workers, and worker output
 //! attributed to the job that printed it.
 
-mod common;
+mod support;
+
+#[path = "support/tasks.rs"]
+mod tasks;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use support::*;
+use tasks::*;
 
 procpool::init_before_main!();
 

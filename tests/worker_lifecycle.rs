@@ -1,13 +1,26 @@
 //! Worker lifecycle: recycling, idle timeout, initializer, respawn limits,
 //! shutdown_now and stats.
 
-mod common;
+mod support;
+
+#[path = "support/effects.rs"]
+mod effects;
+#[path = "support/procfs.rs"]
+mod procfs;
+#[path = "support/tasks.rs"]
+mod tasks;
+#[path = "support/worker.rs"]
+mod worker;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use effects::*;
+use procfs::*;
 use procpool::{Error, ProcessPoolExecutor};
+use support::*;
+use tasks::*;
+use worker::*;
 
 procpool::init_before_main!();
 
