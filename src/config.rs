@@ -25,11 +25,15 @@ pub(crate) struct Config {
     pub(crate) command: Command,
     pub(crate) max_frame: usize,
     pub(crate) handshake_timeout: Duration,
+    /// Bounds the initializer in each new worker (`None`: unbounded).
+    pub(crate) initializer_timeout: Option<Duration>,
     pub(crate) cancel_grace: Duration,
     pub(crate) job_timeout: Option<Duration>,
     pub(crate) core_dumps: bool,
     pub(crate) nice: Option<i32>,
     pub(crate) forward_output: bool,
+    /// Writes forwarded worker output; `build()` gives each pool its own.
+    pub(crate) output: crate::process::OutputForwarder,
     pub(crate) max_startup_failures: u32,
     pub(crate) max_startup_backoff: Duration,
     pub(crate) max_queued: Option<usize>,

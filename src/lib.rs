@@ -199,6 +199,8 @@
 //!   the host. Everything Rust and tokio open is close-on-exec, and the
 //!   worker moves the protocol to private close-on-exec descriptors before
 //!   any job runs, so processes a task starts inherit none of them.
+//!   Descriptors the host itself inherited without close-on-exec (from a
+//!   shell, say) reach the worker's exec, and `init()` closes them first.
 //! - Workers start with core dumps disabled (`RLIMIT_CORE = 0`; see
 //!   [`Builder::core_dumps`]).
 //! - A task runs with the worker's privileges, which are the host's. A task

@@ -446,11 +446,13 @@ impl Default for Builder {
                 },
                 max_frame: config::DEFAULT_MAX_FRAME,
                 handshake_timeout: Duration::from_secs(10),
+                initializer_timeout: None,
                 cancel_grace: Duration::from_millis(200),
                 job_timeout: None,
                 core_dumps: false,
                 nice: None,
                 forward_output: true,
+                output: Default::default(),
                 max_startup_failures: 5,
                 max_startup_backoff: Duration::from_secs(2),
                 max_queued: None,
@@ -537,9 +539,22 @@ impl Builder {
     }
 
     /// How long a new worker may take to start and complete its handshake
-    /// (default 10 s).
+    /// (default 10 s). The [initializer](Self::initializer) runs after the
+    /// handshake and does not count; see
+    /// [`initializer_timeout`](Self::initializer_timeout).
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.cfg.handshake_timeout = d;
+        self
+    }
+
+    /// How long the [initializer](Self::initializer) may run in a new
+    /// worker (default: no limit, since an initializer may load a model for
+    /// minutes). A worker whose initializer runs longer is killed and not
+    /// used: `build()` fails with [`Error::Initializer`], and for a
+    /// replacement it counts as a start-up failure
+    /// ([`max_startup_failures`](Self::max_startup_failures)).
+    pub fn initializer_timeout(mut self, d: Duration) -> Self {
+        self.cfg.initializer_timeout = Some(d);
         self
     }
 
@@ -582,6 +597,12 @@ impl Builder {
     /// host's stderr, each line prefixed with `[procpool worker PID]`
     /// (default: true). The last lines are kept for
     /// [`Error::WorkerDied`] either way.
+    ///
+    /// Lines are written by a thread of the pool's own, so a host stderr
+    /// that blocks (a full pipe nobody reads) never stalls the pool. While
+    /// it cannot keep up, a few thousand lines (at most 8 MiB) wait; lines
+    /// beyond that are dropped and counted in
+    /// [`PoolStats::output_lines_dropped`].
     pub fn forward_worker_output(mut self, forward: bool) -> Self {
         self.cfg.forward_output = forward;
         self
@@ -685,7 +706,9 @@ impl Builder {
     /// A registered task run once in every worker, before it takes jobs
     /// (Python's `initializer`/`initargs`), for example to load a model.
     /// Every new worker (including replacements) runs it again. If it
-    /// panics or fails, the worker is not used: `build()` fails with
+    /// panics or fails (or runs longer than
+    /// [`initializer_timeout`](Self::initializer_timeout)), the worker is
+    /// not used: `build()` fails with
     /// [`Error::Initializer`], and a replacement that fails counts as a
     /// start-up failure.
     ///
@@ -745,12 +768,15 @@ impl Builder {
     pub async fn build(self) -> Result<ProcessPoolExecutor, Error> {
         crate::worker::refuse_pool_in_unguarded_worker();
         task::check()?;
-        let cfg = self.cfg;
+        let mut cfg = self.cfg;
         if let Some(Err(e)) = &cfg.initializer {
             return Err(e.clone());
         }
         validate(&cfg)?;
-        let shared = Arc::new(Shared::default());
+        let shared = Shared::default();
+        // Each pool its own forwarder, even if the builder was cloned.
+        cfg.output = crate::process::OutputForwarder::new(shared.output_lines_dropped.clone());
+        let shared = Arc::new(shared);
         let (commands, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let workers = cfg.workers;

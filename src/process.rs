@@ -3,15 +3,18 @@
 //!
 //! Each worker has one private duplex channel (its stdin, and its original
 //! stdout, which the worker moves off fd 1 before running jobs) and its
-//! stderr, which is forwarded to the host's stderr and remembered (the last
-//! lines) for error reports. The I/O task owns the `Child`: it is the only
-//! one that reaps it, so the pid (and process group id) cannot be reused
-//! while anything here may still signal it.
+//! stderr, which is forwarded to the host's stderr (by a thread of the
+//! pool's own, see [`OutputForwarder`]) and remembered (the last lines) for
+//! error reports. The I/O task owns the `Child`: it is the only one that
+//! reaps it, so the pid (and process group id) cannot be reused while
+//! anything here may still signal it.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,6 +35,101 @@ const HANDSHAKE_SCAN_LIMIT: usize = 64 * 1024;
 const TAIL_LINES: usize = 40;
 /// How long to wait for the rest of a dead worker's stderr.
 const STDERR_DRAIN: Duration = Duration::from_millis(250);
+/// Forwarded lines that may wait for the host's stderr; more are dropped.
+const FORWARD_QUEUE_LINES: usize = 4096;
+/// Forwarded bytes that may wait for the host's stderr; more are dropped
+/// (a line may be up to about 72 KiB long).
+const FORWARD_QUEUE_BYTES: usize = 8 << 20;
+
+/// Writes the worker output a pool forwards to the host's stderr, on a
+/// thread of its own (started with the first line), so that a host stderr
+/// that blocks (a full pipe nobody reads) never stalls the pool's thread,
+/// which drives every worker pipe and timer. Lines that find the queue
+/// full are dropped and counted. One per pool; clones share it.
+#[derive(Clone, Default)]
+pub(crate) struct OutputForwarder {
+    inner: Arc<ForwarderInner>,
+}
+
+#[derive(Default)]
+struct ForwarderInner {
+    /// The queue to the forwarding thread; `None` if it could not start.
+    queue: OnceLock<Option<SyncSender<String>>>,
+    /// Bytes queued or being written.
+    queued_bytes: Arc<AtomicUsize>,
+    /// Lines dropped, read by `PoolStats::output_lines_dropped`.
+    dropped: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for OutputForwarder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutputForwarder")
+            .field("dropped", &self.inner.dropped.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutputForwarder {
+    /// A forwarder that counts the lines it drops into `dropped`.
+    pub(crate) fn new(dropped: Arc<AtomicU64>) -> Self {
+        OutputForwarder {
+            inner: Arc::new(ForwarderInner {
+                queue: OnceLock::new(),
+                queued_bytes: Arc::default(),
+                dropped,
+            }),
+        }
+    }
+
+    /// Queues `line` for the host's stderr without waiting; drops it (and
+    /// counts it) if too much output is already waiting.
+    fn forward(&self, line: String) {
+        let inner = &*self.inner;
+        let len = line.len();
+        let queued = inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let sent = queued.saturating_add(len) <= FORWARD_QUEUE_BYTES
+            && match inner
+                .queue
+                .get_or_init(|| start_forwarder(inner.queued_bytes.clone()))
+            {
+                Some(queue) => match queue.try_send(line) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+                },
+                None => false,
+            };
+        if !sent {
+            inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts the thread that writes forwarded lines; it ends once every
+/// sender is gone and the queue is empty.
+fn start_forwarder(queued_bytes: Arc<AtomicUsize>) -> Option<SyncSender<String>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(FORWARD_QUEUE_LINES);
+    let started = std::thread::Builder::new()
+        .name("procpool-output".into())
+        .spawn(move || {
+            for line in rx {
+                // `eprintln!` (not a raw write) so test harnesses capture it
+                // (this thread inherits the capture of the thread that built
+                // the pool); a closed host stderr must not end the thread.
+                let _ = std::panic::catch_unwind(|| eprintln!("{line}"));
+                queued_bytes.fetch_sub(line.len(), Ordering::Relaxed);
+            }
+        });
+    match started {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::warn!(
+                "procpool could not start its output thread ({e}); worker output is not forwarded"
+            );
+            None
+        }
+    }
+}
 
 /// The last lines a worker wrote to stderr.
 #[derive(Default)]
@@ -64,7 +162,8 @@ fn tail_text(tail: &SharedTail) -> String {
 }
 
 /// A worker that completed its handshake. Dropping it kills the worker
-/// (`kill_on_drop`); it has run no job yet, so it has no children.
+/// (`kill_on_drop`; tokio reaps it later); it has run no job yet, so it has
+/// no children. [`Spawned::discard`] kills and reaps it at once.
 pub(crate) struct Spawned {
     pub(crate) pid: u32,
     child: Child,
@@ -78,11 +177,13 @@ pub(crate) struct Spawned {
 }
 
 impl Spawned {
-    /// Kills a started worker that will not be used (with its process
-    /// group) and reaps it, so it leaves no zombie.
+    /// Stops a started worker that will not be used (a build that failed
+    /// half-way): kills its process group and reaps it, so it leaves no
+    /// zombie.
     pub(crate) async fn discard(mut self) {
+        // Kill the group before reaping, while the pid is still ours.
         crate::sys::kill_group(self.pid);
-        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
         self.stderr_task.abort();
     }
 }
@@ -147,7 +248,7 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
     let output = OutputSink {
         pid,
         tail: tail.clone(),
-        forward: cfg.forward_output,
+        forward: cfg.forward_output.then(|| cfg.output.clone()),
         current_job: current_job.clone(),
     };
     let stderr_task = tokio::spawn(pump_stderr(stderr, output));
@@ -160,24 +261,12 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
         current_job,
         stderr_task,
     };
-    let start = async {
-        handshake(&mut spawned).await?;
-        if let Some(Ok(init)) = &cfg.initializer {
-            run_initializer(&mut spawned, init).await?;
-        }
-        Ok(())
-    };
-    let outcome = tokio::time::timeout(cfg.handshake_timeout, start).await;
-    let failure = match outcome {
-        Ok(Ok(())) => {
+    let failure = match start(&mut spawned, cfg).await {
+        Ok(()) => {
             tracing::debug!(pid, "procpool worker started");
             return Ok(spawned);
         }
-        Ok(Err(e)) => e,
-        Err(_) => Handshake::Failed(format!(
-            "no handshake within {:?}; does `main` call `procpool::init()` first?",
-            cfg.handshake_timeout
-        )),
+        Err(e) => e,
     };
     // Failed: stop it, reap it, and report with what it said on stderr.
     crate::sys::kill_group(pid);
@@ -209,6 +298,36 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
             message: format!("{message}{}", fmt_tail(&tail)),
         },
     })
+}
+
+/// The handshake, bounded by `handshake_timeout`, then the initializer (if
+/// any), bounded by `initializer_timeout` (if set).
+async fn start(w: &mut Spawned, cfg: &Config) -> Result<(), Handshake> {
+    match tokio::time::timeout(cfg.handshake_timeout, handshake(w)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Handshake::Failed(format!(
+                "no handshake within {:?}; does `main` call `procpool::init()` first?",
+                cfg.handshake_timeout
+            )));
+        }
+    }
+    let Some(Ok(init)) = &cfg.initializer else {
+        return Ok(());
+    };
+    let Some(limit) = cfg.initializer_timeout else {
+        return run_initializer(w, init).await;
+    };
+    match tokio::time::timeout(limit, run_initializer(w, init)).await {
+        Ok(r) => r,
+        Err(_) => Err(Handshake::Initializer {
+            type_name: init.type_name,
+            message: format!(
+                "it did not finish within {limit:?}, the pool's `initializer_timeout`; the \
+                 worker was stopped (raise `Builder::initializer_timeout` if it needs longer)"
+            ),
+        }),
+    }
 }
 
 fn default_program() -> Result<std::path::PathBuf, Error> {
@@ -349,7 +468,8 @@ async fn run_initializer(w: &mut Spawned, init: &Initializer) -> Result<(), Hand
 struct OutputSink {
     pid: u32,
     tail: SharedTail,
-    forward: bool,
+    /// Where lines are forwarded to the host's stderr, if they are.
+    forward: Option<OutputForwarder>,
     current_job: Arc<AtomicU64>,
 }
 
@@ -384,15 +504,12 @@ impl OutputSink {
         let pid = self.pid;
         let job = self.current_job.load(Ordering::Relaxed);
         tracing::info!(target: "procpool::worker_output", pid, job, "{line}");
-        if self.forward {
-            // `eprintln!` (not a raw write) so test harnesses capture it per
-            // test; a closed host stderr must not take the pool down.
-            let _ = std::panic::catch_unwind(|| {
-                if job == 0 {
-                    eprintln!("[procpool worker {pid}] {line}");
-                } else {
-                    eprintln!("[procpool worker {pid} job {job}] {line}");
-                }
+        if let Some(forward) = &self.forward {
+            // Never written here: this is the pool's only thread.
+            forward.forward(if job == 0 {
+                format!("[procpool worker {pid}] {line}")
+            } else {
+                format!("[procpool worker {pid} job {job}] {line}")
             });
         }
         if let Ok(mut t) = self.tail.lock() {

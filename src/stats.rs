@@ -1,8 +1,8 @@
 //! Counters the pool's thread publishes and `stats()` reads without a round
 //! trip. A leaf module: it imports nothing of the crate.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// State shared between the pool handles and the scheduler.
 #[derive(Debug)]
@@ -17,6 +17,8 @@ pub(crate) struct Shared {
     pub(crate) respawns: AtomicU64,
     pub(crate) recycled: AtomicU64,
     pub(crate) retried: AtomicU64,
+    /// Counted by the pool's output forwarder.
+    pub(crate) output_lines_dropped: Arc<AtomicU64>,
     pids: Mutex<Vec<u32>>,
 }
 
@@ -33,6 +35,7 @@ impl Default for Shared {
             respawns: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
             retried: AtomicU64::new(0),
+            output_lines_dropped: Arc::default(),
             pids: Mutex::new(Vec::new()),
         }
     }
@@ -62,6 +65,7 @@ impl Shared {
             respawns: self.respawns.load(Ordering::Relaxed),
             recycled: self.recycled.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
+            output_lines_dropped: self.output_lines_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -95,4 +99,10 @@ pub struct PoolStats {
     /// Jobs run again after their worker died
     /// ([`JobOptions::retries`](crate::JobOptions::retries)).
     pub retried: u64,
+    /// Lines of worker output that were not forwarded to the host's stderr
+    /// because too many were already waiting for it (the host's stderr is
+    /// slow or blocked, for example a full pipe nobody reads). The pool
+    /// drops them rather than stall; see
+    /// [`Builder::forward_worker_output`](crate::Builder::forward_worker_output).
+    pub output_lines_dropped: u64,
 }

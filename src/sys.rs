@@ -29,6 +29,60 @@ pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(new) })
 }
 
+/// Closes every descriptor from 3 up that is not close-on-exec, that is
+/// every descriptor this process inherited from the one that started it
+/// (the host may hold descriptors opened without close-on-exec, by a shell
+/// or a C library, and the exec passed them on). Close-on-exec descriptors
+/// cannot have been inherited; they were opened by this process (say, the
+/// runtime of a `#[tokio::main]` that called `init()`) and are kept.
+///
+/// Called by `init()` in a worker, before it sets up its channel.
+pub(crate) fn close_inherited_fds() {
+    for fd in open_fds() {
+        // SAFETY: F_GETFD only reads the descriptor's flags (an fd that is
+        // not open just fails with EBADF).
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags < 0 || flags & libc::FD_CLOEXEC != 0 {
+            continue;
+        }
+        // SAFETY: `fd` >= 3 lacks close-on-exec, so it was inherited across
+        // exec (Rust's std, tokio and procpool open everything close-on-exec)
+        // and nothing in this process owns it: no Rust object is left with
+        // a closed descriptor. This runs at the start of a worker's `main`,
+        // before anything of its own could have opened one.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
+/// The descriptor numbers >= 3 that may be open in this process.
+fn open_fds() -> Vec<RawFd> {
+    for dir in ["/proc/self/fd", "/dev/fd"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            // The directory's own descriptor is listed too; it is
+            // close-on-exec, and closed again once this returns.
+            return entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&fd: &RawFd| fd >= 3)
+                .collect();
+        }
+    }
+    // No descriptor directory: every number below the descriptor limit
+    // (capped, so that a huge limit does not cost seconds).
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        RawFd::try_from(limit.rlim_cur).unwrap_or(RawFd::MAX)
+    } else {
+        1024
+    };
+    (3..max.min(1 << 16)).collect()
+}
+
 /// Makes `dst` refer to what `src` refers to.
 pub(crate) fn dup2(src: RawFd, dst: RawFd) -> io::Result<()> {
     // SAFETY: dup2 only manipulates the descriptor table.

@@ -77,6 +77,10 @@ pub fn init() {
         );
         sys::exit_now(EXIT_ORPHANED);
     }
+    // A worker holds its three pipes and nothing else the host had open:
+    // descriptors the host inherited without close-on-exec must not reach
+    // the jobs or the processes they start.
+    sys::close_inherited_fds();
     if std::env::var_os(CORE_DUMPS_ENV).is_none() {
         sys::disable_core_dumps();
     }

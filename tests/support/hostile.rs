@@ -6,7 +6,7 @@
 use procpool::Task;
 use serde::{Deserialize, Serialize};
 
-use crate::procfs::MIB;
+use crate::procfs::{MIB, protocol_fds};
 
 /// Prints `mib` MiB of lines to stdout and as much to stderr, then one
 /// 1 MiB line without a newline to each; returns `mib + 1`.
@@ -43,30 +43,6 @@ impl Task for Flood {
     }
 }
 procpool::register!(Flood);
-
-/// The worker's protocol descriptors as a hostile job finds them: pipes at
-/// fd 3..64 with close-on-exec set (the worker makes its channel with
-/// `F_DUPFD_CLOEXEC`). Inherited descriptors (a make jobserver, say) lack
-/// the flag and are left alone. Returns `(fd, writable)`.
-pub fn protocol_fds() -> Vec<(i32, bool)> {
-    let mut out = Vec::new();
-    for fd in 3..64 {
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd, &mut st) } != 0 {
-            continue;
-        }
-        if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
-            continue;
-        }
-        let fd_flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if fd_flags < 0 || fd_flags & libc::FD_CLOEXEC == 0 {
-            continue;
-        }
-        let access = unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
-        out.push((fd, access == libc::O_WRONLY || access == libc::O_RDWR));
-    }
-    out
-}
 
 /// What a hostile job writes onto the protocol channel.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -123,3 +123,27 @@ pub fn tagged_processes(tag: &str) -> Vec<u32> {
     out.sort_unstable();
     out
 }
+
+/// The worker's protocol descriptors as a hostile job finds them: pipes at
+/// fd 3..64 with close-on-exec set (the worker makes its channel with
+/// `F_DUPFD_CLOEXEC`; descriptors the host inherited without the flag are
+/// closed by `init()`). Returns `(fd, writable)`.
+pub fn protocol_fds() -> Vec<(i32, bool)> {
+    let mut out = Vec::new();
+    for fd in 3..64 {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            continue;
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            continue;
+        }
+        let fd_flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if fd_flags < 0 || fd_flags & libc::FD_CLOEXEC == 0 {
+            continue;
+        }
+        let access = unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
+        out.push((fd, access == libc::O_WRONLY || access == libc::O_RDWR));
+    }
+    out
+}
