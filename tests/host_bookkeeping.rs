@@ -18,7 +18,7 @@ struct Double(u64);
 impl Task for Double {
     type Output = u64;
     fn run(self) -> u64 {
-        std::thread::sleep(Duration::from_millis(self.0 % 3));
+        std::thread::sleep(Duration::from_millis(self.0 % 7));
         self.0 * 2
     }
 }
@@ -44,10 +44,13 @@ async fn recycling_by_memory_with_several_jobs_per_worker_loses_no_job() {
         .build()
         .await
         .unwrap();
-    let handles: Vec<_> = (0..61).map(|i| pool.submit(Double(i))).collect();
-    for (i, h) in handles.into_iter().enumerate() {
-        let r = bounded("a job on a recycling pool", h).await;
-        assert_eq!(r.unwrap(), 2 * i as u64, "job {i}");
+    for round in 0..3 {
+        let handles: Vec<_> = (0..100).map(|i| pool.submit(Double(i))).collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            let r = bounded("a job on a recycling pool", h).await;
+            let r = r.unwrap_or_else(|e| panic!("round {round}, job {i}: {e}"));
+            assert_eq!(r, 2 * i as u64);
+        }
     }
     assert!(pool.stats().recycled > 0);
     assert_eq!(pool.stats().running, 0);

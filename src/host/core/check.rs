@@ -2,8 +2,24 @@
 //! the core's tests).
 
 use super::{Core, JobState, Mode, WorkerId, WorkerState};
+use crate::msg::JobId;
 
 impl Core {
+    /// Ids of the jobs in the queue, in order (for the simulation).
+    pub(crate) fn queued_ids(&self) -> Vec<JobId> {
+        self.queue.iter().copied().collect()
+    }
+
+    /// How many times job `id` started, if the core still has it.
+    pub(crate) fn starts(&self, id: JobId) -> Option<u32> {
+        self.jobs.get(&id).map(|j| j.starts)
+    }
+
+    /// Where job `id` is.
+    pub(crate) fn job_state(&self, id: JobId) -> Option<JobState> {
+        self.jobs.get(&id).map(|j| j.state)
+    }
+
     /// Recounts everything and checks the invariants that tie the state
     /// together (for the simulation; O(jobs + workers)).
     #[cfg(test)]

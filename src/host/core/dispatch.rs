@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{Control, Core, JobState, Mode, Worker, WorkerId, WorkerState};
+use super::{Control, Core, JobState, Mode, Timer, Worker, WorkerId, WorkerState};
 
 /// Small jobs may wait inside a worker up to this many bytes in all.
 pub(super) const AHEAD_BYTES: usize = 1 << 20;
@@ -15,9 +15,9 @@ impl Worker {
         max_tasks.is_some_and(|n| self.sent >= n)
     }
 
-    /// Whether it can take a job now, in a free slot (`depth == slots`) or
-    /// sent ahead (`depth` = slots + prefetch).
-    fn takes(&self, depth: usize, max_tasks: Option<u64>) -> bool {
+    /// Whether it has room for a job, in a free slot (`depth == slots`) or
+    /// sent ahead (`depth` = slots + prefetch); see also [`Core::takes`].
+    fn has_room(&self, depth: usize, max_tasks: Option<u64>) -> bool {
         self.state == WorkerState::Serving && self.jobs.len() < depth && !self.spent(max_tasks)
     }
 
@@ -31,6 +31,18 @@ impl Worker {
 }
 
 impl Core {
+    /// Whether worker `w` takes a job now: it has room, and none of its
+    /// jobs is being stopped (a cancelled or timed-out job in its grace
+    /// period may end in a kill, which must not hit a job sent since).
+    pub(super) fn takes(&self, w: &Worker, depth: usize) -> bool {
+        w.has_room(depth, self.set.max_tasks_per_worker)
+            && !w.jobs.iter().any(|id| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|j| matches!(j.timer, Some((_, Timer::Grace(_)))))
+            })
+    }
+
     /// Sends queued jobs: to free slots, then ahead to busy workers; and
     /// when a worker is idle with nothing queued, asks for the jobs waiting
     /// inside busy workers back.
@@ -57,10 +69,9 @@ impl Core {
     /// fewest jobs, and of those the one idle the shortest time (so the
     /// others can idle out).
     pub(super) fn free_worker(&self) -> Option<WorkerId> {
-        let (slots, max) = (self.set.slots, self.set.max_tasks_per_worker);
         self.workers
             .iter()
-            .filter(|(_, w)| w.takes(slots, max))
+            .filter(|(_, w)| self.takes(w, self.set.slots))
             .min_by_key(|(id, w)| (w.jobs.len(), std::cmp::Reverse(w.idle_since), **id))
             .map(|(&id, _)| id)
     }
@@ -69,12 +80,11 @@ impl Core {
     /// never waits for the host between jobs: round by round, the emptiest
     /// worker first, so the workers share the queue evenly.
     fn prefetch(&mut self, now: Instant) {
-        let (slots, max) = (self.set.slots, self.set.max_tasks_per_worker);
-        let most = slots.saturating_add(self.set.prefetch);
+        let most = self.set.slots.saturating_add(self.set.prefetch);
         let mut room: Vec<(usize, WorkerId)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.takes(most, max))
+            .filter(|(_, w)| self.takes(w, most))
             .map(|(&id, w)| (w.jobs.len(), id))
             .collect();
         room.sort_unstable();
@@ -91,7 +101,7 @@ impl Core {
                 let ok = self
                     .workers
                     .get(w)
-                    .is_some_and(|x| x.takes(most, max) && x.fits(size));
+                    .is_some_and(|x| self.takes(x, most) && x.fits(size));
                 if !ok {
                     *depth = most;
                     continue;
@@ -117,6 +127,18 @@ impl Core {
             }
         }
         for (w, id) in ids {
+            self.revoke(w, id);
+        }
+    }
+
+    /// Asks `w` for all its jobs sent ahead back.
+    pub(super) fn revoke_all_on(&mut self, w: WorkerId) {
+        let ids: Vec<JobId> = self
+            .workers
+            .get(&w)
+            .map(|x| x.jobs.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
             self.revoke(w, id);
         }
     }

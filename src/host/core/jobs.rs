@@ -180,7 +180,7 @@ impl Core {
             JobState::Running(w) => {
                 if first {
                     self.send(w, Control::Cancel(id));
-                    self.arm(id, now + self.set.cancel_grace, Timer::Grace);
+                    self.arm_grace(id, now);
                 }
             }
         }
@@ -223,7 +223,7 @@ impl Core {
         if job.answered {
             // Cancelled on its way: it is flagged in the worker; it gets
             // the grace period to stop.
-            self.arm(id, now + self.set.cancel_grace, Timer::Grace);
+            self.arm_grace(id, now);
         } else if let Some(t) = job.timeout {
             self.arm(id, now + t, Timer::Timeout);
         }
@@ -334,13 +334,24 @@ impl Core {
         self.answer(id, Err(Error::TimedOut { timeout }));
         // The same path as a cancel: ask, then kill after the grace period.
         self.send(w, Control::Cancel(id));
-        self.arm(id, now + self.set.cancel_grace, Timer::Grace);
+        self.arm_grace(id, now);
     }
 
     pub(super) fn on_grace_over(&mut self, id: JobId) {
         if let Some(JobState::Running(w)) = self.jobs.get(&id).map(|j| j.state) {
             tracing::debug!(%id, "the job did not stop within the cancel grace period");
             self.kill(w);
+        }
+    }
+
+    /// Gives running job `id` the cancel grace period to stop; meanwhile
+    /// its worker takes no new job and gives back those sent ahead, so
+    /// that a kill at the end of the grace period hits no job that started
+    /// after it.
+    pub(super) fn arm_grace(&mut self, id: JobId, now: Instant) {
+        self.arm(id, now + self.set.cancel_grace, Timer::Grace);
+        if let Some(w) = self.jobs.get(&id).and_then(|j| j.state.worker()) {
+            self.revoke_all_on(w);
         }
     }
 
@@ -388,24 +399,6 @@ impl Core {
         while let Some(&id) = self.queue.first() {
             self.finish(id, Some(Err(e.clone())));
         }
-    }
-
-    /// Ids of the jobs in the queue, in order (for the simulation).
-    #[cfg(test)]
-    pub(crate) fn queued_ids(&self) -> Vec<JobId> {
-        self.queue.iter().copied().collect()
-    }
-
-    /// How many times job `id` started, if the core still has it.
-    #[cfg(test)]
-    pub(crate) fn starts(&self, id: JobId) -> Option<u32> {
-        self.jobs.get(&id).map(|j| j.starts)
-    }
-
-    /// Where job `id` is.
-    #[cfg(test)]
-    pub(crate) fn job_state(&self, id: JobId) -> Option<JobState> {
-        self.jobs.get(&id).map(|j| j.state)
     }
 }
 

@@ -189,10 +189,7 @@ impl Core {
         if recycled {
             self.stats.recycled += 1;
         }
-        let ids: Vec<JobId> = worker.jobs.iter().copied().collect();
-        for id in ids {
-            self.revoke(w, id);
-        }
+        self.revoke_all_on(w);
     }
 
     /// Kills `w` (its jobs end with its exit).

@@ -13,13 +13,15 @@
 //! `cargo test --lib simulation` runs 10,000 seeds; `PROCPOOL_SIM_SEEDS=n`
 //! runs `n`; `PROCPOOL_SIM_SEED=s` replays one, printing its trace.
 
+mod user;
+mod worker;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::core::{Action, Control, Core, Input, JobState, NewJob, Settings, WorkerId};
+use super::core::{Action, Control, Core, Input, JobState, Settings, WorkerId};
 use crate::error::{Error, ExitStatus};
 use crate::msg::JobId;
-use crate::slot::Encoded;
 
 /// SplitMix64: small, fast, and the same on every platform.
 struct Rng(u64);
@@ -126,6 +128,8 @@ struct World {
     initial: usize,
     spawned_ok: u64,
     shut_down: bool,
+    /// A memory sample is being handled.
+    sampling: bool,
     /// No more races or failures: the end of a run.
     calm: bool,
     trace: Vec<String>,
@@ -173,6 +177,7 @@ impl World {
             failing_until,
             spawned_ok: 0,
             shut_down: false,
+            sampling: false,
             calm: false,
             trace: Vec::new(),
             keep_trace,
@@ -195,17 +200,6 @@ impl World {
     fn at(&mut self, after: Duration, ev: Ev) {
         self.seq += 1;
         self.events.insert((self.t + after, self.seq), ev);
-    }
-
-    /// A delivery over worker `w`'s pipe (`up`: to the host), after
-    /// whatever it sent before.
-    fn pipe(&mut self, w: WorkerId, up: bool, ev: Ev) {
-        let delay = self.rng.ms(0, 5);
-        let last = self.fifo.get(&(w, up)).copied().unwrap_or_default();
-        let when = (self.t + delay).max(last);
-        self.fifo.insert((w, up), when);
-        self.seq += 1;
-        self.events.insert((when, self.seq), ev);
     }
 
     fn input(&mut self, input: Input) -> Result<(), String> {
@@ -257,7 +251,22 @@ impl World {
             }
             Action::Started { .. } => {}
             Action::Close(w) => self.pipe(w, false, Ev::ToWorker(w, Msg::Close)),
-            Action::Kill(w) => self.die(w, ExitStatus::Signal(9), None, true),
+            Action::Kill(w) => {
+                // With one job per worker, a kill hits only a job whose
+                // handle has its outcome (being stopped), never one that
+                // started since. (Over the memory limit, every job in the
+                // process shares the blame.)
+                if self.set.slots == 1 && !self.sampling {
+                    let running = self.procs.get(&w).map(|p| p.running.clone());
+                    for id in running.into_iter().flatten() {
+                        let l = self.ledger(id)?;
+                        if !l.cancelled && l.resolved == 0 {
+                            return Err(format!("killing {w} hits {id}, which nobody stopped"));
+                        }
+                    }
+                }
+                self.die(w, ExitStatus::Signal(9), None, true)
+            }
             Action::Resolve { job, result } => {
                 let race = !self.calm && self.rng.pct(3);
                 let l = self.ledger(job)?;
@@ -307,173 +316,6 @@ impl World {
         );
     }
 
-    /// Worker `w`'s process ends. `killed`: by the host, whose link stops
-    /// reading at once (what was in the pipe is lost).
-    fn die(&mut self, w: WorkerId, status: ExitStatus, error: Option<String>, killed: bool) {
-        let Some(p) = self.procs.get_mut(&w) else {
-            return;
-        };
-        if p.dead {
-            return;
-        }
-        p.dead = true;
-        for &id in &p.running {
-            if let Some(l) = self.jobs.get_mut(&id) {
-                l.deaths += 1;
-            }
-        }
-        // The host's link reads what the worker wrote until EOF, even when
-        // it killed it; only a result being written as it died is lost
-        // (half-written): that job died with its worker.
-        if !killed && self.rng.pct(30) {
-            let last = self
-                .events
-                .iter()
-                .filter(|(_, ev)| matches!(ev, Ev::ToHost(x, _) if *x == w))
-                .map(|(k, _)| *k)
-                .next_back();
-            let is_result = last
-                .and_then(|k| self.events.get(&k))
-                .is_some_and(|ev| matches!(ev, Ev::ToHost(_, Input::Finished { .. })));
-            if let (true, Some(key)) = (is_result, last) {
-                if let Some(Ev::ToHost(_, Input::Finished { job, .. })) = self.events.remove(&key) {
-                    self.note(format!("{job}'s result is half-written as {w} dies"));
-                    if let Some(l) = self.jobs.get_mut(&job) {
-                        l.deaths += 1;
-                    }
-                }
-            }
-        }
-        let input = Input::Exited {
-            worker: w,
-            status,
-            error,
-            tail: String::new(),
-        };
-        self.pipe(w, true, Ev::ToHost(w, input));
-    }
-
-    /// Worker `w` starts what it can.
-    fn worker_start(&mut self, w: WorkerId) -> Result<(), String> {
-        loop {
-            let Some(p) = self.procs.get_mut(&w) else {
-                return Ok(());
-            };
-            if p.dead || p.running.len() >= self.set.slots {
-                return Ok(());
-            }
-            let Some((id, ahead)) = p.queue.pop_front() else {
-                return Ok(());
-            };
-            p.running.insert(id);
-            let l = self.ledger(id)?;
-            l.starts += 1;
-            if l.starts > 1 + l.retries || l.starts > 1 + l.deaths {
-                return Err(format!(
-                    "{id} started {} times with {} retries and {} worker deaths",
-                    l.starts, l.retries, l.deaths
-                ));
-            }
-            let (kind, run) = (l.kind, l.run);
-            if ahead {
-                self.pipe(
-                    w,
-                    true,
-                    Ev::ToHost(w, Input::Started { worker: w, job: id }),
-                );
-            }
-            let run = match kind {
-                Kind::Hangs => Duration::from_secs(30),
-                _ => run,
-            };
-            self.at(run, Ev::JobDone(w, id));
-        }
-    }
-
-    fn worker_msg(&mut self, w: WorkerId, msg: Msg) -> Result<(), String> {
-        let Some(p) = self.procs.get_mut(&w) else {
-            return Ok(());
-        };
-        if p.dead {
-            return Ok(());
-        }
-        match msg {
-            Msg::Job(id, ahead) => {
-                p.queue.push_back((id, ahead));
-                self.worker_start(w)?;
-            }
-            Msg::Control(Control::Cancel(id) | Control::Revoke(id)) => {
-                let cancel = matches!(msg, Msg::Control(Control::Cancel(_)));
-                if let Some(at) = p.queue.iter().position(|&(j, _)| j == id) {
-                    p.queue.remove(at);
-                    self.pipe(
-                        w,
-                        true,
-                        Ev::ToHost(w, Input::Revoked { worker: w, job: id }),
-                    );
-                } else if cancel && p.running.contains(&id) {
-                    p.cancelled.insert(id);
-                    let kind = self.jobs.get(&id).map(|l| l.kind);
-                    if matches!(kind, Some(Kind::Async | Kind::Cooperative)) {
-                        let d = self.rng.ms(0, 5);
-                        self.at(d, Ev::JobDone(w, id));
-                    }
-                }
-            }
-            Msg::Control(Control::Credit(..)) => {}
-            Msg::Close => {
-                // EOF on its input: it exits at once.
-                self.die(w, ExitStatus::Code(0), None, false);
-            }
-        }
-        Ok(())
-    }
-
-    fn job_done(&mut self, w: WorkerId, id: JobId) -> Result<(), String> {
-        let Some(p) = self.procs.get_mut(&w) else {
-            return Ok(());
-        };
-        if p.dead || !p.running.remove(&id) {
-            return Ok(());
-        }
-        let cancelled = p.cancelled.remove(&id);
-        let kind = self.jobs.get(&id).map_or(Kind::Normal, |l| l.kind);
-        let result = match kind {
-            Kind::Dies => {
-                p.running.insert(id);
-                self.die(w, ExitStatus::Signal(11), None, false);
-                return Ok(());
-            }
-            Kind::Garbles => {
-                p.running.insert(id);
-                self.die(
-                    w,
-                    ExitStatus::Signal(9),
-                    Some("a garbled frame".into()),
-                    false,
-                );
-                return Ok(());
-            }
-            Kind::Async if cancelled => Err(Error::Cancelled),
-            Kind::Panics => Err(Error::Panicked {
-                message: "boom".into(),
-            }),
-            _ => Ok(Encoded {
-                body: vec![id.0 as u8],
-                offset: 0,
-            }),
-        };
-        let rss = self.set.max_worker_rss.map(|_| self.rng.below(1500));
-        let input = Input::Finished {
-            worker: w,
-            job: id,
-            result,
-            rss,
-        };
-        self.pipe(w, true, Ev::ToHost(w, input));
-        self.worker_start(w)
-    }
-
     fn deliver(&mut self, ev: Ev) -> Result<(), String> {
         match ev {
             Ev::ToWorker(w, msg) => self.worker_msg(w, msg),
@@ -499,138 +341,6 @@ impl World {
                 }
             }
         }
-    }
-
-    /// One thing the user (or the world) does now.
-    fn user_step(&mut self) -> Result<(), String> {
-        match self.rng.below(100) {
-            0..=44 => {
-                let n = if self.rng.pct(15) {
-                    1 + self.rng.below(10)
-                } else {
-                    1
-                };
-                for _ in 0..n {
-                    self.submit(None)?;
-                }
-                Ok(())
-            }
-            45..=64 => {
-                let pending: Vec<JobId> = self
-                    .jobs
-                    .iter()
-                    .filter(|(_, l)| l.accepted && l.resolved == 0 && !l.cancelled)
-                    .map(|(&id, _)| id)
-                    .collect();
-                if pending.is_empty() {
-                    return Ok(());
-                }
-                let id = pending[self.rng.below(pending.len() as u64) as usize];
-                if let Some(l) = self.jobs.get_mut(&id) {
-                    l.cancelled = true;
-                }
-                self.input(Input::Cancel(id))
-            }
-            65..=69 => {
-                let busy: Vec<WorkerId> = self.core.busy_workers().map(|(w, _)| w).collect();
-                if busy.is_empty() {
-                    return Ok(());
-                }
-                let w = busy[self.rng.below(busy.len() as u64) as usize];
-                let rss = self.rng.below(2500);
-                self.input(Input::MemorySample { worker: w, rss })
-            }
-            70..=72 => {
-                let alive: Vec<WorkerId> = self
-                    .procs
-                    .iter()
-                    .filter(|(_, p)| !p.dead)
-                    .map(|(&w, _)| w)
-                    .collect();
-                if alive.is_empty() {
-                    return Ok(());
-                }
-                let w = alive[self.rng.below(alive.len() as u64) as usize];
-                self.note(format!("the OOM killer kills {w}"));
-                self.die(w, ExitStatus::Signal(9), None, false);
-                Ok(())
-            }
-            73 if !self.shut_down && self.rng.pct(20) => {
-                self.shut_down = true;
-                if self.rng.pct(50) {
-                    self.input(Input::Shutdown)
-                } else {
-                    self.input(Input::ShutdownNow)
-                }
-            }
-            74..=75 => {
-                let on: Vec<JobId> = self
-                    .jobs
-                    .keys()
-                    .copied()
-                    .filter(|&id| {
-                        self.core
-                            .job_state(id)
-                            .is_some_and(|s| s.worker().is_some())
-                    })
-                    .collect();
-                match on.first() {
-                    Some(&id) => self.input(Input::Credit(id, 1)),
-                    None => Ok(()),
-                }
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn submit(&mut self, kind: Option<Kind>) -> Result<(), String> {
-        let id = JobId(self.next_job);
-        self.next_job += 1;
-        let kind = kind.unwrap_or_else(|| match self.rng.below(100) {
-            0..=54 => Kind::Normal,
-            55..=64 => Kind::Cooperative,
-            65..=74 => Kind::Async,
-            75..=82 => Kind::Panics,
-            83..=87 => Kind::Hangs,
-            88..=95 => Kind::Dies,
-            _ => Kind::Garbles,
-        });
-        let run = if self.rng.pct(10) {
-            self.rng.ms(200, 2000)
-        } else {
-            self.rng.ms(0, 40)
-        };
-        let retries = if self.rng.pct(25) {
-            1 + self.rng.below(2) as u32
-        } else {
-            0
-        };
-        let size = if self.rng.pct(5) {
-            (1 << 20) + self.rng.below(20 << 20) as usize
-        } else {
-            64 + self.rng.below(4096) as usize
-        };
-        let timeout = self.rng.pct(15).then(|| self.rng.ms(10, 500));
-        self.jobs.insert(
-            id,
-            Ledger {
-                kind,
-                run,
-                retries,
-                resolved: 0,
-                cancelled: false,
-                released: 0,
-                starts: 0,
-                deaths: 0,
-                accepted: true,
-            },
-        );
-        self.input(Input::Submit(NewJob {
-            id,
-            size,
-            timeout,
-            retries,
-        }))
     }
 
     /// Advances to the next event or timer and handles it; false if there
