@@ -1,4 +1,4 @@
-//! The settings a pool runs with, shared by the scheduler and the transport.
+//! The settings a pool runs with, shared by the host core, its driver and the transport.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -170,7 +170,7 @@ pub(crate) struct Spawned {
     stdin: ChildStdin,
     reader: AsyncFrameReader<ChildStdout>,
     pub(crate) tail: SharedTail,
-    /// The job the worker is running (0: none), set by the scheduler, so
+    /// The job the worker is running (0: none), set by the driver, so
     /// output lines can be attributed to it.
     pub(crate) current_job: Arc<AtomicU64>,
     stderr_task: tokio::task::JoinHandle<()>,
@@ -518,7 +518,7 @@ impl OutputSink {
     }
 }
 
-/// Something a worker's I/O task reports to the scheduler.
+/// Something a worker's I/O task reports to the driver.
 pub(crate) enum WorkerEvent {
     Message(FromWorker),
     /// The worker is gone (and reaped). `error` is set if it was dropped
@@ -530,7 +530,7 @@ pub(crate) enum WorkerEvent {
     },
 }
 
-/// The scheduler's side of a running worker.
+/// The driver's side of a running worker.
 pub(crate) struct Link {
     /// Frames to write; dropping it closes the worker's stdin, which makes
     /// it exit once idle.
@@ -623,7 +623,7 @@ where
 }
 
 /// A frame on its way to a worker. Job frames are shared with the
-/// scheduler, which keeps them until the job has started (a job sent ahead
+/// driver, which keeps them until the job has started (a job sent ahead
 /// may have to be sent again to another worker).
 pub(crate) struct OutFrame {
     pub(crate) bytes: Arc<Vec<u8>>,

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// State shared between the pool handles and the scheduler.
+/// State shared between the pool handles and the pool's thread.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) accepting: AtomicBool,
@@ -73,7 +73,7 @@ impl Shared {
 /// A snapshot of a pool's counters, from
 /// [`ProcessPoolExecutor::stats`](crate::ProcessPoolExecutor::stats).
 ///
-/// The counters are updated by the pool's scheduler as events happen, so a
+/// The counters are updated by the pool's thread as events happen, so a
 /// snapshot taken while jobs are in flight may be a moment behind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
