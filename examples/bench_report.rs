@@ -58,7 +58,7 @@ use common::{
     PipeSink, Row, build_pool, child_command, group, map_throughput, median, percentiles, plural,
     print_table, spawn_blocking_throughput, spin, throughput,
 };
-use procpool::Task;
+use procpool::{ProcessPoolExecutor, Task};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tokio::runtime::Runtime;
@@ -462,8 +462,45 @@ fn w2_throughput(rt: &Runtime, report: &mut Report, floor_p50: f64) -> (f64, f64
             median(blocking_rates),
         )
     });
+    // The same submits with a job timeout that never fires: a timer per
+    // job must cost neither throughput nor memory once the job is done.
+    let (timeout_rate, rss_growth) = rt.block_on(async {
+        let pool = ProcessPoolExecutor::builder()
+            .workers(2)
+            .job_timeout(Duration::from_secs(3600))
+            .build()
+            .await
+            .expect("the pool should start");
+        throughput(&pool, THROUGHPUT_JOBS / 10).await;
+        let before = pid_status_bytes("self", "VmRSS").unwrap_or(0);
+        let mut rates = Vec::new();
+        for _ in 0..ROUNDS {
+            rates.push(throughput(&pool, THROUGHPUT_JOBS).await);
+        }
+        let after = pid_status_bytes("self", "VmRSS").unwrap_or(0);
+        pool.shutdown().await;
+        (median(rates), after.saturating_sub(before))
+    });
     let floor_rate = 1e6 / floor_p50;
     let jobs = group(THROUGHPUT_JOBS as f64);
+    report.add(
+        2,
+        Row::new(
+            &format!("W2 {jobs} no-op jobs at once, 2 workers, submit, job_timeout(1h)"),
+            format!("{} jobs/s", group(timeout_rate)),
+            format!("without a timeout {} jobs/s", group(submit_rate)),
+            format!("{:.2}x", timeout_rate / submit_rate),
+        ),
+    );
+    report.add(
+        2,
+        Row::new(
+            &format!("W2 host RSS growth, {ROUNDS} x {jobs} jobs with job_timeout(1h)"),
+            format!("{:.1} MiB", rss_growth as f64 / MIB as f64),
+            "—".into(),
+            "—".into(),
+        ),
+    );
     let name = format!("W2 {jobs} no-op jobs at once, 2 workers, submit");
     let vs_blocking = submit_rate / blocking_rate;
     report.add(

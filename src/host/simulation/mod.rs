@@ -127,6 +127,8 @@ struct World {
     failing_until: Duration,
     initial: usize,
     spawned_ok: u64,
+    /// Workers whose exit the core has been told of.
+    exited: usize,
     shut_down: bool,
     /// A memory sample is being handled.
     sampling: bool,
@@ -176,6 +178,7 @@ impl World {
             next_job: 1,
             failing_until,
             spawned_ok: 0,
+            exited: 0,
             shut_down: false,
             sampling: false,
             calm: false,
@@ -204,6 +207,9 @@ impl World {
 
     fn input(&mut self, input: Input) -> Result<(), String> {
         self.note(format!("in  {input:?}"));
+        if let Input::Exited { .. } = input {
+            self.exited += 1;
+        }
         self.core.handle(self.now(), input);
         self.after_step()
     }
@@ -394,6 +400,13 @@ impl World {
             return Err(format!(
                 "stats say {} queued + {} running, the simulation has {live} jobs in the pool",
                 s.queued, s.running
+            ));
+        }
+        let alive = self.procs.len() - self.exited;
+        if s.workers_alive != alive {
+            return Err(format!(
+                "stats say {} workers alive, the simulation has {alive}",
+                s.workers_alive
             ));
         }
         let initial = self.initial as u64;
