@@ -156,6 +156,7 @@ pub(crate) async fn run(
             d.on_event(ev);
         }
     }
+    d.core.flush();
     d.publish();
     for w in d.waiters.drain(..) {
         let _ = w.send(());
@@ -375,6 +376,7 @@ impl Driver {
     fn apply_actions(&mut self) {
         // Counters first, so `stats()` read right after a handle resolves
         // is current.
+        self.core.flush();
         self.publish();
         let mut failed = Vec::new();
         loop {
@@ -387,6 +389,7 @@ impl Driver {
             for (worker, job) in failed.drain(..) {
                 self.handle(Input::SendFailed { worker, job });
             }
+            self.core.flush();
             self.publish();
         }
     }

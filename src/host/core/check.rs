@@ -1,7 +1,7 @@
 //! The core's invariants, recounted from scratch (for the simulation and
 //! the core's tests).
 
-use super::{Core, JobState, Mode, WorkerId, WorkerState};
+use super::{Core, JobState, Mode, Timer, WorkerId, WorkerState};
 use crate::msg::JobId;
 
 impl Core {
@@ -72,6 +72,18 @@ impl Core {
                     JobState::Running(_) => started += 1,
                     _ => bytes += job.size,
                 }
+            }
+            let stopping = worker
+                .jobs
+                .iter()
+                .filter(|id| {
+                    self.jobs
+                        .get(id)
+                        .is_some_and(|j| matches!(j.timer, Some((_, Timer::Grace(_)))))
+                })
+                .count();
+            if stopping != worker.stopping {
+                return Err(format!("{w}: {stopping} jobs in grace, kept {}", worker.stopping));
             }
             if bytes != worker.prefetched_bytes {
                 return Err(format!(

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{Control, Core, JobState, Mode, Timer, Worker, WorkerId, WorkerState};
+use super::{Control, Core, JobState, Mode, Worker, WorkerId, WorkerState};
 
 /// Small jobs may wait inside a worker up to this many bytes in all.
 pub(super) const AHEAD_BYTES: usize = 1 << 20;
@@ -35,12 +35,7 @@ impl Core {
     /// jobs is being stopped (a cancelled or timed-out job in its grace
     /// period may end in a kill, which must not hit a job sent since).
     pub(super) fn takes(&self, w: &Worker, depth: usize) -> bool {
-        w.has_room(depth, self.set.max_tasks_per_worker)
-            && !w.jobs.iter().any(|id| {
-                self.jobs
-                    .get(id)
-                    .is_some_and(|j| matches!(j.timer, Some((_, Timer::Grace(_)))))
-            })
+        w.has_room(depth, self.set.max_tasks_per_worker) && w.stopping == 0
     }
 
     /// Sends queued jobs: to free slots, then ahead to busy workers; and

@@ -17,14 +17,11 @@ impl Core {
             debug_assert!(false, "transition of unknown {id}");
             return;
         };
-        let from = job.state;
-        let size = job.size;
-        if matches!(from, JobState::Running(_)) || to.is_none() {
-            if let Some(key) = job.timer.take() {
-                self.timers.remove(&key);
-            }
+        let (from, size, timed) = (job.state, job.size, job.timer.is_some());
+        if timed && (matches!(from, JobState::Running(_)) || to.is_none()) {
+            self.set_timer(id, None);
         }
-        if let Some(to) = to {
+        if let (Some(to), Some(job)) = (to, self.jobs.get_mut(&id)) {
             job.state = to;
         }
         // Leave `from`.
@@ -357,15 +354,33 @@ impl Core {
 
     /// Arms the job's timer, replacing the one it had.
     pub(super) fn arm(&mut self, id: JobId, at: Instant, timer: fn(JobId) -> Timer) {
+        self.set_timer(id, Some((at, timer(id))));
+    }
+
+    /// Sets (or with `None` clears) job `id`'s timer: the one place a job's
+    /// timer changes, keeping the timer set and its worker's count of jobs
+    /// in their grace period in step.
+    pub(super) fn set_timer(&mut self, id: JobId, new: Option<(Instant, Timer)>) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        if let Some(old) = job.timer.take() {
-            self.timers.remove(&old);
+        let old = std::mem::replace(&mut job.timer, new);
+        let w = job.state.worker();
+        let grace = |t: Option<(Instant, Timer)>| matches!(t, Some((_, Timer::Grace(_))));
+        if let Some(key) = old {
+            self.timers.remove(&key);
         }
-        let key = (at, timer(id));
-        job.timer = Some(key);
-        self.timers.insert(key);
+        if let Some(key) = new {
+            self.timers.insert(key);
+        }
+        if let Some(worker) = w.and_then(|w| self.workers.get_mut(&w)) {
+            if grace(old) {
+                worker.stopping = dec(worker.stopping, "a worker's jobs being stopped");
+            }
+            if grace(new) {
+                worker.stopping += 1;
+            }
+        }
     }
 
     /// Fails every job and kills every worker.
@@ -383,9 +398,14 @@ impl Core {
         for w in ws {
             self.kill(w);
         }
-        self.timers.clear();
-        for job in self.jobs.values_mut() {
-            job.timer = None;
+        let timed: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.timer.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in timed {
+            self.set_timer(id, None);
         }
         self.spawn_after = None;
     }

@@ -274,6 +274,8 @@ struct Worker {
     prefetched_bytes: usize,
     /// Since when it has had no job.
     idle_since: Instant,
+    /// Its jobs in their cancel grace period (they may end in a kill).
+    stopping: usize,
 }
 
 /// Timers, ordered by deadline in [`Core::timers`].
@@ -333,6 +335,8 @@ pub(crate) struct Core {
     running: usize,
     stats: CoreStats,
     actions: VecDeque<Action>,
+    /// The time of the inputs not settled yet.
+    unsettled: Option<Instant>,
 }
 
 impl Core {
@@ -353,6 +357,7 @@ impl Core {
             running: 0,
             stats: CoreStats::default(),
             actions: VecDeque::new(),
+            unsettled: None,
         };
         for _ in 0..core.set.workers {
             core.spawn(now, true);
@@ -360,7 +365,9 @@ impl Core {
         core
     }
 
-    /// Applies one input, then dispatches and tidies up.
+    /// Applies one input. Dispatching and tidying up wait for the next
+    /// [`poll_action`](Self::poll_action) (or [`flush`](Self::flush)), so a
+    /// batch of inputs is settled once.
     pub(crate) fn handle(&mut self, now: Instant, input: Input) {
         match input {
             Input::Submit(job) => self.on_submit(job),
@@ -395,7 +402,7 @@ impl Core {
             }
             Input::ShutdownNow => self.stop_all(),
         }
-        self.settle(now);
+        self.unsettled = Some(now);
     }
 
     /// Fires the timers that are due at `now`.
@@ -406,10 +413,8 @@ impl Core {
             }
             self.timers.remove(&(at, timer));
             if let Timer::Timeout(id) | Timer::Grace(id) = timer {
-                if let Some(job) = self.jobs.get_mut(&id) {
-                    if job.timer == Some((at, timer)) {
-                        job.timer = None;
-                    }
+                if self.jobs.get(&id).is_some_and(|j| j.timer == Some((at, timer))) {
+                    self.set_timer(id, None);
                 }
             }
             match timer {
@@ -420,7 +425,7 @@ impl Core {
             }
         }
         self.retire_idle(now);
-        self.settle(now);
+        self.unsettled = Some(now);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
@@ -434,7 +439,18 @@ impl Core {
 
     /// The next thing to do.
     pub(crate) fn poll_action(&mut self) -> Option<Action> {
+        self.flush();
         self.actions.pop_front()
+    }
+
+    /// Settles what the inputs since the last call changed: fills free
+    /// slots, closes and starts workers, updates the counters. Queries
+    /// ([`stats`](Self::stats), [`poll_timeout`](Self::poll_timeout),
+    /// [`is_finished`](Self::is_finished)) are current after it.
+    pub(crate) fn flush(&mut self) {
+        if let Some(now) = self.unsettled.take() {
+            self.settle(now);
+        }
     }
 
     /// Whether the pool has stopped: shut down, every worker gone, every job

@@ -28,6 +28,8 @@ fn settings(workers: usize) -> Settings {
 struct Harness {
     core: Core,
     now: Instant,
+    /// Actions taken from the core but not looked at yet.
+    pending: Vec<Action>,
 }
 
 impl Harness {
@@ -37,6 +39,7 @@ impl Harness {
         let mut h = Harness {
             core: Core::new(set, now),
             now,
+            pending: Vec::new(),
         };
         for a in h.actions() {
             if let Action::Spawn(w) = a {
@@ -52,11 +55,19 @@ impl Harness {
 
     fn input(&mut self, input: Input) {
         self.core.handle(self.now, input);
+        self.settle();
+    }
+
+    /// Takes the core's actions (which settles it) and checks it.
+    fn settle(&mut self) {
+        self.pending
+            .extend(std::iter::from_fn(|| self.core.poll_action()));
         self.core.check().unwrap();
     }
 
     fn actions(&mut self) -> Vec<Action> {
-        std::iter::from_fn(|| self.core.poll_action()).collect()
+        self.settle();
+        std::mem::take(&mut self.pending)
     }
 
     fn submit(&mut self, id: u64) {
@@ -83,7 +94,7 @@ impl Harness {
     fn advance(&mut self, d: Duration) {
         self.now += d;
         self.core.handle_timeout(self.now);
-        self.core.check().unwrap();
+        self.settle();
     }
 }
 

@@ -27,6 +27,7 @@ impl Core {
                 started: 0,
                 prefetched_bytes: 0,
                 idle_since: now,
+                stopping: 0,
             },
         );
         self.push(Action::Spawn(id));
