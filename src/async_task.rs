@@ -5,19 +5,22 @@
 //! are. The registry entry of an async task carries a second entry point
 //! that returns the task's future instead of blocking on it; the worker
 //! uses it to run the future under its cancel watcher, alone or with up to
-//! `jobs_per_worker` others at once.
+//! `jobs_per_worker` others at once (see `worker::run`).
+//!
+//! The runtime lives here, not in the worker: calling an async task's
+//! [`Task::run`] directly blocks on it in any process.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use futures::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::job::{self, JobCtx};
-use crate::task::{RunFailure, Task, decode_task, encode_output, panic_message};
+use crate::task::{
+    AsyncEntry, AsyncRun, RunFailure, Task, decode_task, encode_output, panic_message,
+};
 
 /// A task whose `run` is an `async fn`, for I/O-heavy or mixed work that
 /// must still be isolated in another process: a flaky native client
@@ -98,25 +101,6 @@ impl<T: AsyncTask> Task for T {
     }
 }
 
-/// The future of an async job: its encoded output, or why it failed.
-pub(crate) type AsyncRun = Pin<Box<dyn Future<Output = Result<Vec<u8>, RunFailure>> + Send>>;
-
-/// Decodes an async task and returns the future that runs it.
-pub(crate) type StartFn = fn(&[u8]) -> Result<AsyncRun, RunFailure>;
-
-/// The async entry point of a registered task. Not for direct use.
-#[doc(hidden)]
-#[derive(Clone, Copy)]
-pub struct AsyncEntry {
-    pub(crate) start: StartFn,
-}
-
-impl std::fmt::Debug for AsyncEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AsyncEntry")
-    }
-}
-
 fn start<T: AsyncTask>(payload: &[u8]) -> Result<AsyncRun, RunFailure> {
     let task: T = decode_task(payload)?;
     Ok(Box::pin(async move {
@@ -131,34 +115,8 @@ fn start<T: AsyncTask>(payload: &[u8]) -> Result<AsyncRun, RunFailure> {
     }))
 }
 
-/// Runs an async job as job `ctx`, dropping its future (inside the job's
-/// scope, so its destructors see [`cancelled()`](crate::cancelled)) as soon
-/// as the job is cancelled.
-pub(crate) async fn guarded(ctx: Arc<JobCtx>, run: AsyncRun) -> Result<Vec<u8>, RunFailure> {
-    let watch = ctx.clone();
-    let raced = job::scope(ctx, async move {
-        tokio::select! {
-            biased;
-            () = watch.cancellation() => Err(RunFailure::Cancelled),
-            r = run => r,
-        }
-    });
-    // The task's own panics are caught inside `run`; this catches one in
-    // its destructor, run here when a cancel drops it.
-    AssertUnwindSafe(raced)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|p| Err(RunFailure::Panicked(panic_message(p.as_ref()))))
-}
-
-/// Runs an async job to completion from a thread outside the runtime (a
-/// worker's runner thread, a blocking thread).
-pub(crate) fn block_on(ctx: Arc<JobCtx>, run: AsyncRun) -> Result<Vec<u8>, RunFailure> {
-    let rt = runtime().map_err(RunFailure::Panicked)?;
-    rt.handle().block_on(guarded(ctx, run))
-}
-
-/// The worker's runtime for async tasks, started on first use.
+/// The runtime async tasks run on (in a worker, and when called directly),
+/// started on first use.
 pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
     static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RT.get_or_init(|| {

@@ -13,6 +13,12 @@ use crate::sys;
 /// Bytes in the length prefix.
 pub(crate) const PREFIX: usize = 4;
 
+/// The maximum frame size when nothing else is configured: 1 GiB, so images
+/// and arrays pass. (A worker falls back to it if the host did not pass a
+/// limit; `config::DEFAULT_MAX_FRAME` is the host's default and has the
+/// same value.)
+pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
+
 /// Size of the reusable read buffer; frames larger than this bypass it.
 const CHUNK: usize = 64 * 1024;
 
@@ -321,6 +327,49 @@ pub(crate) fn build(
     Ok(buf)
 }
 
+/// Appends one frame to the end of `buf`, after the bytes it holds (the
+/// [`write_frame`] of a buffer that collects several frames, or that
+/// starts with something else, such as the worker's magic bytes).
+///
+/// # The frame-building policy
+///
+/// Every frame this crate writes goes through [`write_frame`], [`build`]
+/// or this function, which share one rule: a frame is complete or absent.
+/// The length prefix is reserved, `put` appends the body, and the prefix
+/// is filled in only if `put` succeeded and the body is at most `max`
+/// bytes (and fits a `u32`). Otherwise the error (`put`'s own, or
+/// [`FrameError::TooLarge`] converted with `From`) is returned and `buf`
+/// is back to what it held before the call: nothing half-written, no
+/// frame with a zero or wrong length is ever left to be sent.
+///
+/// What a failure means is decided by the caller, once per kind of frame:
+///
+/// - a job's result that fails to encode becomes a failure frame for that
+///   job, and a result frame too large for `max` (output, or a failure
+///   report with a long message) an `EncodeOutput` failure saying so (the
+///   host sees `Error::Serialization`); with a small `max` that report's
+///   message is cut to fit (`worker::put_outcome`);
+/// - a streamed item that fails to encode or is too large panics in the
+///   task (the job fails with `Error::Panicked`);
+/// - a progress report too large is dropped; start and revoke notices
+///   cannot fail (a few bytes, and `max` is at least 64);
+/// - the worker's hello failing ends the worker (it exits with its I/O
+///   error code);
+/// - a job or batch the host cannot frame fails its submission.
+pub(crate) fn append_frame<E: From<FrameError>>(
+    buf: &mut Vec<u8>,
+    max: usize,
+    put: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; PREFIX]);
+    let written = put(buf).and_then(|()| finish(&mut buf[start..], max).map_err(E::from));
+    if written.is_err() {
+        buf.truncate(start);
+    }
+    written
+}
+
 /// Makes room for `additional` more bytes at the end of `buf`. A large new
 /// allocation is advised to use huge pages before anything is written to it
 /// (see [`sys::advise_huge`]).
@@ -400,6 +449,35 @@ mod tests {
         b.extend_from_slice(body);
         finish(&mut b, usize::MAX >> 1).unwrap();
         b
+    }
+
+    #[test]
+    fn append_frame_appends_a_whole_frame_or_nothing() {
+        let mut buf = b"magic".to_vec();
+        append_frame(&mut buf, 8, |b| {
+            b.extend_from_slice(b"body");
+            Ok::<(), FrameError>(())
+        })
+        .unwrap();
+        let mut expected = b"magic".to_vec();
+        expected.extend(frame(b"body"));
+        assert_eq!(buf, expected);
+
+        // Over the maximum: an error, and the buffer as it was.
+        let e = append_frame(&mut buf, 8, |b| {
+            b.extend_from_slice(b"nine bytes");
+            Ok::<(), FrameError>(())
+        });
+        assert_eq!(e, Err(FrameError::TooLarge { len: 10, max: 8 }));
+        assert_eq!(buf, expected);
+
+        // `put` fails: its error, and the buffer as it was.
+        let e = append_frame(&mut buf, 8, |b| {
+            b.push(1);
+            Err(FrameError::Io("no".into()))
+        });
+        assert_eq!(e, Err(FrameError::Io("no".into())));
+        assert_eq!(buf, expected);
     }
 
     #[test]

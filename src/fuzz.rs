@@ -2,7 +2,7 @@
 //! API: exposed (hidden) so `tests/` and `fuzz/` can drive the real code.
 
 use crate::error::Error;
-use crate::frame::SyncFrameReader;
+use crate::frame::{self, SyncFrameReader};
 use crate::protocol::{self, FromWorker, ToWorker};
 
 fn protocol_error(message: String) -> Error {
@@ -57,21 +57,21 @@ pub fn worker_decode(bytes: &[u8], max_frame: usize) -> Result<usize, Error> {
 }
 
 /// A valid frame from a worker: a result for job `id` with `output` bytes.
+/// Empty if the body would be 4 GiB or more (no frame can hold it).
 pub fn done_frame(id: u64, output: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    crate::frame::begin(&mut buf);
-    protocol::put_done_header(&mut buf, id);
-    buf.extend_from_slice(output);
-    let _ = crate::frame::finish(&mut buf, usize::MAX);
-    buf
+    frame::build(output.len() + 16, usize::MAX, |buf| {
+        protocol::put_done_header(buf, id);
+        buf.extend_from_slice(output);
+    })
+    .unwrap_or_default()
 }
 
-/// A valid frame from the host: job `id` for task index `task`.
+/// A valid frame from the host: job `id` for task index `task`. Empty if
+/// the body would be 4 GiB or more (no frame can hold it).
 pub fn job_frame(id: u64, task: u32, payload: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    crate::frame::begin(&mut buf);
-    protocol::put_job_header(&mut buf, id, task);
-    buf.extend_from_slice(payload);
-    let _ = crate::frame::finish(&mut buf, usize::MAX);
-    buf
+    frame::build(payload.len() + 24, usize::MAX, |buf| {
+        protocol::put_job_header(buf, id, task);
+        buf.extend_from_slice(payload);
+    })
+    .unwrap_or_default()
 }

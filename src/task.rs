@@ -10,8 +10,10 @@
 
 use std::any::TypeId;
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::OnceLock;
 
 use serde::Serialize;
@@ -65,7 +67,7 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     /// The async entry point of an [`AsyncTask`](crate::AsyncTask); `None`
     /// for every other task. Not for direct use: do not override it.
     #[doc(hidden)]
-    fn __async_entry() -> Option<crate::async_task::AsyncEntry> {
+    fn __async_entry() -> Option<AsyncEntry> {
         None
     }
 }
@@ -129,9 +131,27 @@ impl<T: Serialize> Emitter<T> {
     /// Panics if `item` fails to serialize (the job then fails with
     /// [`Error::Panicked`] naming the serialization error).
     pub fn emit(&mut self, item: T) -> bool {
-        crate::worker::emit_item(&item)
+        match ITEM_SINK.get() {
+            Some(sink) => sink(&mut |buf| crate::frame::encode_into(&item, buf)),
+            // Not in a worker: there is no host to send to.
+            None => false,
+        }
     }
 }
+
+/// Appends one encoded item to the frame being built in the buffer.
+pub(crate) type PutItem<'a> = &'a mut dyn FnMut(&mut Vec<u8>) -> postcard::Result<()>;
+
+/// Where [`Emitter::emit`] sends items: given the item's encoder, it sends
+/// the item of the job the caller runs in, waiting for flow-control credit
+/// first, and returns false if the job was cancelled (or the caller runs
+/// no job).
+pub(crate) type ItemSink = Box<dyn Fn(PutItem<'_>) -> bool + Send + Sync>;
+
+/// Installed by the worker when it starts (the worker sits above this
+/// module; like [`crate::progress::SINK`], this hook is how a task reaches
+/// it). Unset in every other process.
+pub(crate) static ITEM_SINK: OnceLock<ItemSink> = OnceLock::new();
 
 /// Why a task failed inside the worker without killing it.
 pub(crate) enum RunFailure {
@@ -141,13 +161,45 @@ pub(crate) enum RunFailure {
     Cancelled,
 }
 
+/// The future of an async job: its encoded output, or why it failed.
+pub(crate) type AsyncRun = Pin<Box<dyn Future<Output = Result<Vec<u8>, RunFailure>> + Send>>;
+
+/// Decodes an async task and returns the future that runs it.
+pub(crate) type StartFn = fn(&[u8]) -> Result<AsyncRun, RunFailure>;
+
+/// The async entry point of a registered task (see
+/// [`AsyncTask`](crate::AsyncTask)). Not for direct use.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct AsyncEntry {
+    pub(crate) start: StartFn,
+}
+
+impl std::fmt::Debug for AsyncEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AsyncEntry")
+    }
+}
+
+/// Decodes, runs and encodes a blocking task on the calling thread.
+pub(crate) type RunFn = fn(&[u8], &mut Vec<u8>) -> Result<(), RunFailure>;
+
+/// How a registered task runs; the worker decides where.
+#[derive(Clone, Copy)]
+pub(crate) enum Runner {
+    /// Every task but an async one.
+    Blocking(RunFn),
+    /// An async task: decoding it gives the future that runs it.
+    Async(StartFn),
+}
+
 /// One registered task type. Built by `register!`; not for direct use.
 #[doc(hidden)]
 pub struct TaskEntry {
     type_name: fn() -> &'static str,
     type_id: fn() -> TypeId,
-    run: fn(&[u8], &mut Vec<u8>) -> Result<(), RunFailure>,
-    async_entry: fn() -> Option<crate::async_task::AsyncEntry>,
+    run: RunFn,
+    async_entry: fn() -> Option<AsyncEntry>,
     file: &'static str,
     line: u32,
 }
@@ -214,7 +266,7 @@ fn run_stream_task<T: StreamTask>(payload: &[u8], out: &mut Vec<u8>) -> Result<(
     })
 }
 
-fn no_async_entry() -> Option<crate::async_task::AsyncEntry> {
+fn no_async_entry() -> Option<AsyncEntry> {
     None
 }
 
@@ -275,38 +327,26 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs the task at `index` of the registry.
-pub(crate) fn run_registered(
-    index: u32,
-    payload: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), RunFailure> {
+/// How to run the task at `index` of the registry.
+pub(crate) fn runner(index: u32) -> Result<Runner, RunFailure> {
     let Some(entry) = TASKS.get(index as usize) else {
         return Err(RunFailure::Failed(
             FailStage::UnknownTask,
             format!("the worker has no task number {index}"),
         ));
     };
-    match (entry.async_entry)() {
-        None => (entry.run)(payload, out),
-        Some(entry) => {
-            // An async task on a thread that runs jobs: block on it, as the
-            // job this thread runs.
-            let run = (entry.start)(payload)?;
-            let ctx = crate::job::current().unwrap_or_else(|| crate::job::JobCtx::new(0));
-            let bytes = crate::async_task::block_on(ctx, run)?;
-            out.extend_from_slice(&bytes);
-            Ok(())
-        }
-    }
+    Ok(match (entry.async_entry)() {
+        None => Runner::Blocking(entry.run),
+        Some(entry) => Runner::Async(entry.start),
+    })
 }
 
 /// The async entry point of the task at `index`, if it is an async task.
-pub(crate) fn async_start(index: u32) -> Option<crate::async_task::StartFn> {
-    TASKS
-        .get(index as usize)
-        .and_then(|e| (e.async_entry)())
-        .map(|e| e.start)
+pub(crate) fn async_start(index: u32) -> Option<StartFn> {
+    match runner(index) {
+        Ok(Runner::Async(start)) => Some(start),
+        Ok(Runner::Blocking(_)) | Err(_) => None,
+    }
 }
 
 pub(crate) fn type_name_at(index: u32) -> String {

@@ -5,20 +5,28 @@
 //! poll, and end of input (the host shut the worker down, or died) ends the
 //! process at once, even in the middle of a job. The runner thread runs one
 //! job at a time and writes its result. With `jobs_per_worker > 1` the
-//! worker runs several jobs at once instead (see [`concurrent`]).
+//! worker runs several jobs at once instead (see [`concurrent`]). How one
+//! task runs, blocking or async, is in [`run`].
+//!
+//! The worker sits above the task modules: a task reaches it only through
+//! the hooks it installs when it starts ([`crate::task::ITEM_SINK`] for
+//! streamed items, [`crate::progress::SINK`] for progress reports).
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 
-use crate::frame::{self, SyncFrameReader};
+use crate::frame::{self, FrameError, SyncFrameReader};
 use crate::job::{self, JobCtx};
 use crate::protocol::{self, FailStage, ToWorker};
 use crate::sys;
-use crate::task::{RunFailure, run_registered};
+use crate::task::{PutItem, RunFailure};
 
 mod concurrent;
+mod run;
+
+use run::run_registered;
 
 /// Environment variable that marks a process as a worker; its value is the
 /// host's pid, so a stale value left in a shell is not mistaken for a host.
@@ -90,7 +98,7 @@ pub fn init() {
     let max_frame = std::env::var(MAX_FRAME_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(crate::config::DEFAULT_MAX_FRAME);
+        .unwrap_or(frame::DEFAULT_MAX_FRAME);
     let jobs = std::env::var(JOBS_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -135,31 +143,6 @@ pub(crate) fn refuse_pool_in_unguarded_worker() {
     sys::exit_now(EXIT_MISSING_INIT);
 }
 
-/// The running worker, for frames sent from inside a job (items).
-static WORKER: OnceLock<Arc<Worker>> = OnceLock::new();
-
-/// Sends one item of the streaming job the caller runs in, waiting for
-/// flow-control credit first. Returns false if the job was cancelled.
-pub(crate) fn emit_item<T: serde::Serialize>(item: &T) -> bool {
-    let (Some(w), Some(ctx)) = (WORKER.get(), job::current()) else {
-        return false;
-    };
-    if !ctx.take_credit() {
-        return false;
-    }
-    let mut f = Vec::with_capacity(64);
-    frame::begin(&mut f);
-    protocol::put_item_header(&mut f, ctx.id);
-    if let Err(e) = frame::encode_into(item, &mut f) {
-        panic!("a streamed item failed to serialize: {e}");
-    }
-    if let Err(e) = frame::finish(&mut f, w.max_frame) {
-        panic!("a streamed item is too large: {e}");
-    }
-    w.write(&f);
-    true
-}
-
 fn serve(max_frame: usize, jobs: usize) -> i32 {
     // The protocol moves off fd 0 and fd 1 before any job runs: a task's
     // `println!` (or a C library writing to fd 1) then goes to stderr, and a
@@ -180,11 +163,11 @@ fn serve(max_frame: usize, jobs: usize) -> i32 {
 
     let mut buf = Vec::with_capacity(256);
     buf.extend_from_slice(protocol::MAGIC);
-    let hello_start = buf.len();
-    buf.extend_from_slice(&[0; frame::PREFIX]);
-    protocol::put_hello(&mut buf, crate::task::build_id(), std::process::id());
-    if frame::finish(&mut buf[hello_start..], max_frame).is_err() || output.write_all(&buf).is_err()
-    {
+    let hello = frame::append_frame(&mut buf, max_frame, |buf| {
+        protocol::put_hello(buf, crate::task::build_id(), std::process::id());
+        Ok::<(), FrameError>(())
+    });
+    if hello.is_err() || output.write_all(&buf).is_err() {
         return EXIT_IO;
     }
 
@@ -197,14 +180,16 @@ fn serve(max_frame: usize, jobs: usize) -> i32 {
     });
     let sink = ctx.clone();
     let _ = crate::progress::SINK.set(Box::new(move |id, done, total, message| {
-        let mut f = Vec::with_capacity(32);
-        frame::begin(&mut f);
-        protocol::put_progress(&mut f, id, done, total, message);
-        if frame::finish(&mut f, sink.max_frame).is_ok() {
+        // A report too large for a frame is dropped.
+        let report = frame::build(32, sink.max_frame, |f| {
+            protocol::put_progress(f, id, done, total, message);
+        });
+        if let Ok(f) = report {
             sink.write(&f);
         }
     }));
-    let _ = WORKER.set(ctx.clone());
+    let items = ctx.clone();
+    let _ = crate::task::ITEM_SINK.set(Box::new(move |put| items.emit_item(put)));
     if jobs > 1 {
         ctx.serve_concurrent(jobs)
     }
@@ -277,6 +262,34 @@ impl Worker {
             // The host is gone.
             sys::exit_now(EXIT_IO);
         }
+    }
+
+    /// Sends one item of the streaming job the caller runs in, waiting for
+    /// flow-control credit first. Returns false if the job was cancelled.
+    ///
+    /// # Panics
+    ///
+    /// Panics (in the task, failing its job) if the item fails to encode or
+    /// is too large for a frame.
+    fn emit_item(&self, put: PutItem<'_>) -> bool {
+        let Some(ctx) = job::current() else {
+            return false;
+        };
+        if !ctx.take_credit() {
+            return false;
+        }
+        let mut f = Vec::with_capacity(64);
+        let framed = frame::write_frame(&mut f, self.max_frame, |f| {
+            protocol::put_item_header(f, ctx.id);
+            put(f).map_err(ItemError::Encode)
+        });
+        match framed {
+            Ok(()) => {}
+            Err(ItemError::Encode(e)) => panic!("a streamed item failed to serialize: {e}"),
+            Err(ItemError::Frame(e)) => panic!("a streamed item is too large: {e}"),
+        }
+        self.write(&f);
+        true
     }
 
     fn serve(&self) -> ! {
@@ -441,39 +454,101 @@ impl Worker {
     }
 }
 
+/// Why an item frame could not be built.
+enum ItemError {
+    Encode(postcard::Error),
+    Frame(FrameError),
+}
+
+impl From<FrameError> for ItemError {
+    fn from(e: FrameError) -> Self {
+        ItemError::Frame(e)
+    }
+}
+
+/// Why a result frame could not be built.
+enum OutcomeError {
+    /// The job failed.
+    Run(RunFailure),
+    /// Its output makes the frame too large.
+    Frame(FrameError),
+}
+
+impl From<FrameError> for OutcomeError {
+    fn from(e: FrameError) -> Self {
+        OutcomeError::Frame(e)
+    }
+}
+
 /// Appends the result frame of job `id` to `out`: the output `run` appends,
-/// or the failure it returns.
+/// or the failure it returns. A result frame too large for `max_frame`
+/// (a large output, a long panic message) becomes an `EncodeOutput`
+/// failure that says so.
 fn put_outcome(
     out: &mut Vec<u8>,
     id: u64,
     max_frame: usize,
     run: impl FnOnce(&mut Vec<u8>) -> Result<(), RunFailure>,
 ) {
-    let start = out.len();
-    out.extend_from_slice(&[0; frame::PREFIX]);
-    protocol::put_done_header(out, id);
-    if let Err(failure) = run(out) {
-        out.truncate(start);
-        out.extend_from_slice(&[0; frame::PREFIX]);
-        match failure {
-            RunFailure::Panicked(m) => protocol::put_panicked(out, id, &m),
-            RunFailure::Failed(stage, m) => protocol::put_failed(out, id, stage, &m),
+    let done = frame::append_frame(out, max_frame, |out| {
+        protocol::put_done_header(out, id);
+        run(out).map_err(OutcomeError::Run)
+    });
+    let failure = match done {
+        Ok(()) => return,
+        Err(OutcomeError::Run(failure)) => failure,
+        Err(OutcomeError::Frame(e)) => return put_too_large(out, id, max_frame, &e),
+    };
+    let reported = frame::append_frame(out, max_frame, |out| {
+        match &failure {
+            RunFailure::Panicked(m) => protocol::put_panicked(out, id, m),
+            RunFailure::Failed(stage, m) => protocol::put_failed(out, id, *stage, m),
             RunFailure::Cancelled => protocol::put_cancelled(out, id),
         }
-    }
-    if let Err(e) = frame::finish(&mut out[start..], max_frame) {
-        out.truncate(start);
-        out.extend_from_slice(&[0; frame::PREFIX]);
-        protocol::put_failed(out, id, FailStage::EncodeOutput, &e.to_string());
-        let _ = frame::finish(&mut out[start..], max_frame);
+        Ok::<(), FrameError>(())
+    });
+    if let Err(e) = reported {
+        put_too_large(out, id, max_frame, &e);
     }
 }
 
+/// Appends the `EncodeOutput` failure of job `id`, whose result frame was
+/// too large (`too_large`). With a small `max_frame` even that report may
+/// not fit: its message is then cut to fit (an empty one always does, as
+/// `max_frame` is at least 64 bytes).
+fn put_too_large(out: &mut Vec<u8>, id: u64, max_frame: usize, too_large: &FrameError) {
+    let mut message = too_large.to_string();
+    loop {
+        let reported = frame::append_frame(out, max_frame, |out| {
+            protocol::put_failed(out, id, FailStage::EncodeOutput, &message);
+            Ok::<(), FrameError>(())
+        });
+        let excess = match reported {
+            Ok(()) => return,
+            Err(FrameError::TooLarge { len, max }) => {
+                usize::try_from(len).map_or(usize::MAX, |len| len.saturating_sub(max))
+            }
+            Err(_) => usize::MAX,
+        };
+        if message.is_empty() {
+            return;
+        }
+        let mut cut = message.len().saturating_sub(excess.max(1));
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+}
+
+/// Appends a start or revoke notice for job `id` to `out`. Its few bytes
+/// always fit a frame (`max` is at least 64); were it not to, nothing
+/// would be appended.
 fn put_status(out: &mut Vec<u8>, id: u64, max: usize, put: fn(&mut Vec<u8>, u64)) {
-    let start = out.len();
-    out.extend_from_slice(&[0; frame::PREFIX]);
-    put(out, id);
-    let _ = frame::finish(&mut out[start..], max);
+    let _ = frame::append_frame(out, max, |out| {
+        put(out, id);
+        Ok::<(), FrameError>(())
+    });
 }
 
 /// Runs every item of a batch, appending one item result per item. A
@@ -510,5 +585,100 @@ fn run_batch(task: u32, items: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) 
             },
         };
         protocol::put_item_result(out, tag, stage, body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FromWorker;
+
+    /// The frames in `bytes`, decoded; panics unless they are all whole.
+    fn frames(bytes: &[u8], max: usize) -> Vec<FromWorker> {
+        let mut r = SyncFrameReader::new(bytes, max);
+        let mut all = Vec::new();
+        while let Some(body) = r.next_frame().unwrap() {
+            all.push(protocol::decode_from_worker(body).unwrap());
+        }
+        all
+    }
+
+    fn encode_output_failure(bytes: &[u8], max: usize) -> String {
+        match &frames(bytes, max)[..] {
+            [
+                FromWorker::Failed {
+                    id: 7,
+                    stage: FailStage::EncodeOutput,
+                    message,
+                },
+            ] => message.clone(),
+            other => panic!("expected one EncodeOutput failure of job 7, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_outcome_is_appended_after_what_the_buffer_holds() {
+        let mut out = Vec::new();
+        put_status(&mut out, 3, 64, protocol::put_started);
+        put_outcome(&mut out, 7, 64, |out| {
+            out.extend_from_slice(b"output");
+            Ok(())
+        });
+        put_outcome(&mut out, 8, 64, |_| {
+            Err(RunFailure::Panicked("boom".into()))
+        });
+        match &frames(&out, 64)[..] {
+            [
+                FromWorker::Started { id: 3 },
+                FromWorker::Done {
+                    id: 7,
+                    body,
+                    offset,
+                },
+                FromWorker::Panicked { id: 8, message },
+            ] => {
+                assert_eq!(&body[*offset..], b"output");
+                assert_eq!(message, "boom");
+            }
+            other => panic!("unexpected frames {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_output_too_large_is_an_encode_output_failure() {
+        let mut out = Vec::new();
+        put_outcome(&mut out, 7, 1024, |out| {
+            out.resize(out.len() + 2000, 1);
+            Ok(())
+        });
+        let message = encode_output_failure(&out, 1024);
+        assert!(message.contains("maximum frame size of 1024"), "{message}");
+    }
+
+    #[test]
+    fn a_failure_report_too_large_is_cut_to_fit() {
+        // A long panic message, and an output too large, with the smallest
+        // maximum allowed: the report itself is cut, never left unframed.
+        let mut out = Vec::new();
+        put_outcome(&mut out, 7, 64, |_| {
+            Err(RunFailure::Panicked("é".repeat(300)))
+        });
+        let message = encode_output_failure(&out, 64);
+        assert!(
+            message.starts_with("a frame announced 602 bytes"),
+            "{message}"
+        );
+
+        let mut out = Vec::new();
+        put_outcome(&mut out, 7, 64, |out| {
+            out.resize(out.len() + 200, 1);
+            Ok(())
+        });
+        let message = encode_output_failure(&out, 64);
+        assert!(
+            message.starts_with("a frame announced 202 bytes"),
+            "{message}"
+        );
+        assert!(out.len() <= frame::PREFIX + 64);
     }
 }

@@ -82,7 +82,7 @@ impl Worker {
                         _ => Err(RunFailure::Panicked("a malformed job frame".into())),
                     };
                     let result = match run {
-                        Ok(run) => crate::async_task::guarded(ctx.clone(), run).await,
+                        Ok(run) => super::run::guarded(ctx.clone(), run).await,
                         Err(e) => Err(e),
                     };
                     let mut out = Vec::new();
