@@ -4,8 +4,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Default maximum frame size: 1 GiB, so images and arrays pass.
-pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
+/// Default maximum frame size (1 GiB, so images and arrays pass): the
+/// worker's default too.
+pub(crate) use crate::frame::DEFAULT_MAX_FRAME;
 
 /// How a worker process is started.
 #[derive(Debug, Clone)]
@@ -33,7 +34,7 @@ pub(crate) struct Config {
     pub(crate) nice: Option<i32>,
     pub(crate) forward_output: bool,
     /// Writes forwarded worker output; `build()` gives each pool its own.
-    pub(crate) output: crate::process::OutputForwarder,
+    pub(crate) output: crate::output::OutputForwarder,
     pub(crate) max_startup_failures: u32,
     pub(crate) max_startup_backoff: Duration,
     pub(crate) max_queued: Option<usize>,

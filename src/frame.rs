@@ -14,9 +14,8 @@ use crate::sys;
 pub(crate) const PREFIX: usize = 4;
 
 /// The maximum frame size when nothing else is configured: 1 GiB, so images
-/// and arrays pass. (A worker falls back to it if the host did not pass a
-/// limit; `config::DEFAULT_MAX_FRAME` is the host's default and has the
-/// same value.)
+/// and arrays pass. The host's default (`config` re-exports it), and the
+/// worker's if the host did not pass a limit.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
 
 /// Size of the reusable read buffer; frames larger than this bypass it.

@@ -246,6 +246,7 @@ mod host;
 mod job;
 mod msg;
 mod options;
+mod output;
 mod pool;
 mod process;
 mod progress;

@@ -775,7 +775,7 @@ impl Builder {
         validate(&cfg)?;
         let shared = Shared::default();
         // Each pool its own forwarder, even if the builder was cloned.
-        cfg.output = crate::process::OutputForwarder::new(shared.output_lines_dropped.clone());
+        cfg.output = crate::output::OutputForwarder::new(shared.output_lines_dropped.clone());
         let shared = Arc::new(shared);
         let (commands, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -91,7 +91,9 @@ async fn a_task_that_ignores_cancel_is_killed_after_the_grace_period() {
         next, pid,
         "the stubborn job's worker should have been replaced"
     );
-    assert!(!process_alive(pid));
+    // SIGKILL takes effect asynchronously; on a loaded machine the process
+    // may take a moment to be gone.
+    eventually("the stubborn job's worker to die", || !process_alive(pid)).await;
     bounded("shutdown", pool.shutdown()).await;
 }
 

@@ -83,7 +83,10 @@ impl Core {
                 })
                 .count();
             if stopping != worker.stopping {
-                return Err(format!("{w}: {stopping} jobs in grace, kept {}", worker.stopping));
+                return Err(format!(
+                    "{w}: {stopping} jobs in grace, kept {}",
+                    worker.stopping
+                ));
             }
             if bytes != worker.prefetched_bytes {
                 return Err(format!(

@@ -20,6 +20,7 @@
 mod check;
 mod dispatch;
 mod jobs;
+mod timers;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -413,7 +414,11 @@ impl Core {
             }
             self.timers.remove(&(at, timer));
             if let Timer::Timeout(id) | Timer::Grace(id) = timer {
-                if self.jobs.get(&id).is_some_and(|j| j.timer == Some((at, timer))) {
+                if self
+                    .jobs
+                    .get(&id)
+                    .is_some_and(|j| j.timer == Some((at, timer)))
+                {
                     self.set_timer(id, None);
                 }
             }
