@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::core::{Action, Control, Core, Input, NewJob, Settings, WorkerId};
+use super::core::{Action, Control, Core, IdHash, Input, NewJob, Settings, WorkerId};
 use crate::config::Config;
 use crate::error::{Error, stage_error};
 use crate::msg::{Command, JobId, JobRequest};
@@ -45,7 +45,7 @@ struct Entry {
 /// the table resolves every pending handle with [`Error::PoolCrashed`], so
 /// none is left hanging, and the pool stops accepting jobs.
 struct JobTable {
-    entries: HashMap<JobId, Entry>,
+    entries: HashMap<JobId, Entry, IdHash>,
     shared: Arc<Shared>,
 }
 
@@ -76,6 +76,9 @@ struct Driver {
     links: HashMap<WorkerId, WorkerLink>,
     events: mpsc::UnboundedSender<Event>,
     waiters: Vec<oneshot::Sender<()>>,
+    /// The time of the batch of inputs being handled (one clock read per
+    /// batch).
+    now: Instant,
 }
 
 /// Runs a pool: starts its workers, reports the outcome on `ready`, then
@@ -90,7 +93,7 @@ pub(crate) async fn run(
     let mut d = Driver {
         core: Core::new(Settings::from_config(&cfg), Instant::now()),
         jobs: JobTable {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             shared: shared.clone(),
         },
         cfg,
@@ -98,6 +101,7 @@ pub(crate) async fn run(
         links: HashMap::new(),
         events,
         waiters: Vec::new(),
+        now: Instant::now(),
     };
     if let Err(e) = d.start().await {
         let _ = ready.send(Err(e));
@@ -127,20 +131,31 @@ pub(crate) async fn run(
             }
             armed = deadline;
         }
-        tokio::select! {
-            cmd = commands.recv(), if commands_open => match cmd {
-                Some(cmd) => d.on_command(cmd),
-                None => {
-                    commands_open = false;
-                    d.handle(Input::ShutdownNow);
-                }
-            },
-            Some(ev) = events_rx.recv() => d.on_event(ev),
-            () = &mut sleep, if armed.is_some() => {
-                armed = None;
-                d.core.handle_timeout(Instant::now());
+        enum Woken {
+            Command(Option<Command>),
+            Event(Event),
+            Timer,
+            Memory,
+        }
+        let woken = tokio::select! {
+            cmd = commands.recv(), if commands_open => Woken::Command(cmd),
+            Some(ev) = events_rx.recv() => Woken::Event(ev),
+            () = &mut sleep, if armed.is_some() => Woken::Timer,
+            _ = memory.tick(), if watch_memory => Woken::Memory,
+        };
+        d.now = Instant::now();
+        match woken {
+            Woken::Command(Some(cmd)) => d.on_command(cmd),
+            Woken::Command(None) => {
+                commands_open = false;
+                d.handle(Input::ShutdownNow);
             }
-            _ = memory.tick(), if watch_memory => d.sample_memory(),
+            Woken::Event(ev) => d.on_event(ev),
+            Woken::Timer => {
+                armed = None;
+                d.core.handle_timeout(d.now);
+            }
+            Woken::Memory => d.sample_memory(),
         }
         // Take what else is ready before acting once.
         for _ in 0..256 {
@@ -165,7 +180,7 @@ pub(crate) async fn run(
 
 impl Driver {
     fn handle(&mut self, input: Input) {
-        self.core.handle(Instant::now(), input);
+        self.core.handle(self.now, input);
     }
 
     /// Starts the first workers, all at once; fails if any cannot start
@@ -185,6 +200,7 @@ impl Driver {
             futures::future::join_all(discards).await;
             return Err(e);
         }
+        self.now = Instant::now();
         for (w, r) in ids.into_iter().zip(results) {
             if let Ok(spawned) = r {
                 self.attach(w, spawned);
@@ -552,7 +568,7 @@ mod tests {
         let kept = slot.clone();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut table = JobTable {
-                entries: HashMap::new(),
+                entries: HashMap::default(),
                 shared: shared.clone(),
             };
             table.entries.insert(

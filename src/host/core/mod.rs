@@ -519,10 +519,10 @@ impl Core {
 
 /// Hashing for maps keyed by our own sequential ids: a multiply, instead
 /// of SipHash's protection against keys chosen by an attacker.
-type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+pub(crate) type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
