@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::core::{Action, Control, Core, IdHash, Input, NewJob, Settings, WorkerId};
+use super::core::{Action, Control, Core, Input, NewJob, Settings, WorkerId};
 use crate::config::Config;
 use crate::error::{Error, stage_error};
 use crate::msg::{Command, JobId, JobRequest};
@@ -32,8 +32,8 @@ enum Event {
     },
 }
 
-/// What the driver keeps of a job the core has: its slot, and its frame
-/// until the job no longer needs it.
+/// What the driver keeps of a job, in the core's job table: its slot, and
+/// its frame until the job no longer needs it.
 struct Entry {
     slot: Arc<Slot>,
     frame: Option<Arc<Vec<u8>>>,
@@ -41,25 +41,46 @@ struct Entry {
     span: tracing::Span,
 }
 
-/// The jobs the core has, by id. If the pool thread ever unwinds, dropping
-/// the table resolves every pending handle with [`Error::PoolCrashed`], so
-/// none is left hanging, and the pool stops accepting jobs.
-struct JobTable {
-    entries: HashMap<JobId, Entry, IdHash>,
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("task", &self.task)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The core, with a last resort: if the pool thread ever unwinds, dropping
+/// it resolves every pending handle with [`Error::PoolCrashed`], so none is
+/// left hanging, and the pool stops accepting jobs.
+struct Guarded {
+    core: Core<Entry>,
     shared: Arc<Shared>,
 }
 
-impl Drop for JobTable {
+impl Drop for Guarded {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             return;
         }
         self.shared.accepting.store(false, Ordering::Release);
-        for (_, e) in self.entries.drain() {
+        for e in self.core.payloads() {
             e.slot.resolve(Err(Error::PoolCrashed {
                 message: "the pool's thread panicked".into(),
             }));
         }
+    }
+}
+
+impl std::ops::Deref for Guarded {
+    type Target = Core<Entry>;
+    fn deref(&self) -> &Core<Entry> {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for Guarded {
+    fn deref_mut(&mut self) -> &mut Core<Entry> {
+        &mut self.core
     }
 }
 
@@ -71,8 +92,7 @@ struct WorkerLink {
 struct Driver {
     cfg: Arc<Config>,
     shared: Arc<Shared>,
-    core: Core,
-    jobs: JobTable,
+    core: Guarded,
     links: HashMap<WorkerId, WorkerLink>,
     events: mpsc::UnboundedSender<Event>,
     waiters: Vec<oneshot::Sender<()>>,
@@ -91,9 +111,8 @@ pub(crate) async fn run(
 ) {
     let (events, mut events_rx) = mpsc::unbounded_channel();
     let mut d = Driver {
-        core: Core::new(Settings::from_config(&cfg), Instant::now()),
-        jobs: JobTable {
-            entries: HashMap::default(),
+        core: Guarded {
+            core: Core::new(Settings::from_config(&cfg), Instant::now()),
             shared: shared.clone(),
         },
         cfg,
@@ -179,7 +198,7 @@ pub(crate) async fn run(
 }
 
 impl Driver {
-    fn handle(&mut self, input: Input) {
+    fn handle(&mut self, input: Input<Entry>) {
         self.core.handle(self.now, input);
     }
 
@@ -260,14 +279,13 @@ impl Driver {
             size: frame.len(),
             timeout: options.timeout,
             retries: options.retries,
+            payload: Entry {
+                slot,
+                frame: Some(Arc::new(frame)),
+                task,
+                span,
+            },
         };
-        let entry = Entry {
-            slot,
-            frame: Some(Arc::new(frame)),
-            task,
-            span,
-        };
-        self.jobs.entries.insert(id, entry);
         self.handle(Input::Submit(new));
     }
 
@@ -314,7 +332,7 @@ impl Driver {
             FromWorker::Panicked { id, message } => finished(id, Err(Error::Panicked { message })),
             FromWorker::Cancelled { id } => finished(id, Err(Error::Cancelled)),
             FromWorker::Failed { id, stage, message } => {
-                let task = self.jobs.entries.get(&JobId(id)).map(|e| e.task);
+                let task = self.core.payload(JobId(id)).map(|e| e.task);
                 let type_name = task.map(crate::task::type_name_at).unwrap_or_default();
                 finished(id, Err(stage_error(stage, &type_name, message)))
             }
@@ -331,10 +349,7 @@ impl Driver {
                 message: "the worker sent a second handshake".into(),
             },
             FromWorker::Item { id, body, offset } => {
-                if let (true, Some(e)) = (
-                    self.core.is_on(worker, JobId(id)),
-                    self.jobs.entries.get(&JobId(id)),
-                ) {
+                if let Some(e) = self.core.payload_on(worker, JobId(id)) {
                     e.slot.push_item(Encoded { body, offset });
                 }
                 return;
@@ -345,10 +360,7 @@ impl Driver {
                 total,
                 message,
             } => {
-                if let (true, Some(e)) = (
-                    self.core.is_on(worker, JobId(id)),
-                    self.jobs.entries.get(&JobId(id)),
-                ) {
+                if let Some(e) = self.core.payload_on(worker, JobId(id)) {
                     let p = crate::progress::Progress::new(done, total, message);
                     e.slot.set_progress(p);
                 }
@@ -410,7 +422,7 @@ impl Driver {
         }
     }
 
-    fn apply(&mut self, action: Action, failed: &mut Vec<(WorkerId, JobId)>) {
+    fn apply(&mut self, action: Action<Entry>, failed: &mut Vec<(WorkerId, JobId)>) {
         match action {
             Action::Spawn(worker) => {
                 let cfg = self.cfg.clone();
@@ -432,12 +444,14 @@ impl Driver {
             }
             Action::Send { worker, msg } => self.send_control(worker, msg),
             Action::Started { worker, job, keep } => {
-                if let Some(e) = self.jobs.entries.get_mut(&job) {
+                if let Some(e) = self.core.payload_mut(job) {
                     if !keep {
                         e.frame = None;
                     }
+                    e.slot.release_queue_place();
+                    e.span.in_scope(|| tracing::debug!("started"));
                 }
-                self.started(worker, job);
+                self.current_job(worker, job.0);
             }
             Action::Close(worker) => {
                 if let Some(l) = self.links.get_mut(&worker) {
@@ -453,37 +467,45 @@ impl Driver {
                 }
             }
             Action::Resolve { job, result } => {
-                if let Some(e) = self.jobs.entries.get(&job) {
-                    e.span.in_scope(|| match &result {
-                        Ok(_) => tracing::debug!(ok = true, "finished"),
-                        Err(err) => tracing::debug!(ok = false, error = %err, "finished"),
-                    });
-                    e.slot.resolve(result);
+                if let Some(e) = self.core.payload(job) {
+                    deliver(e, result);
                 }
             }
-            Action::Release { job, worker } => {
-                if let Some(e) = self.jobs.entries.remove(&job) {
-                    // Never leave a handle pending (its result was given, or
-                    // it was cancelled; this only guards against a bug).
-                    if e.slot.is_pending() {
-                        debug_assert!(false, "{job} released unresolved");
-                        e.slot.resolve(Err(Error::Shutdown));
-                    }
+            Action::Release {
+                job,
+                worker,
+                result,
+                payload,
+            } => {
+                if let Some(result) = result {
+                    deliver(&payload, result);
                 }
-                if let (1, Some(l)) = (
-                    self.cfg.jobs_per_worker,
-                    worker.and_then(|w| self.links.get(&w)),
-                ) {
-                    l.link.current_job.store(0, Ordering::Relaxed);
+                // Never leave a handle pending (its result was given, or it
+                // was cancelled; this only guards against a bug).
+                if payload.slot.is_pending() {
+                    debug_assert!(false, "{job} released unresolved");
+                    payload.slot.resolve(Err(Error::Shutdown));
+                }
+                if let Some(w) = worker {
+                    self.current_job(w, 0);
                 }
             }
+        }
+    }
+
+    /// With one job per worker, the worker's output lines name the job it
+    /// runs (0: none).
+    fn current_job(&self, worker: WorkerId, job: u64) {
+        if let (1, Some(l)) = (self.cfg.jobs_per_worker, self.links.get(&worker)) {
+            l.link.current_job.store(job, Ordering::Relaxed);
         }
     }
 
     /// Hands a job's frame to the worker's link; false (frame kept) if the
     /// link is gone.
     fn send_job(&mut self, worker: WorkerId, job: JobId, ahead: bool, keep: bool) -> bool {
-        let Some(e) = self.jobs.entries.get_mut(&job) else {
+        let tx = self.links.get(&worker).and_then(|l| l.link.frames.as_ref());
+        let Some(e) = self.core.core.payload_mut(job) else {
             return true;
         };
         let bytes = if keep {
@@ -495,7 +517,7 @@ impl Driver {
             debug_assert!(false, "{job}'s frame is gone");
             return false;
         };
-        let Some(tx) = self.links.get(&worker).and_then(|l| l.link.frames.as_ref()) else {
+        let Some(tx) = tx else {
             e.frame = Some(bytes);
             return false;
         };
@@ -506,21 +528,11 @@ impl Driver {
         e.span
             .in_scope(|| tracing::debug!(%worker, ahead, "dispatched"));
         if !ahead {
-            self.started(worker, job);
-        }
-        true
-    }
-
-    /// A job started: it leaves a bounded queue, and with one job per
-    /// worker, the worker's output lines name it.
-    fn started(&mut self, worker: WorkerId, job: JobId) {
-        if let Some(e) = self.jobs.entries.get(&job) {
             e.slot.release_queue_place();
             e.span.in_scope(|| tracing::debug!("started"));
+            self.current_job(worker, job.0);
         }
-        if let (1, Some(l)) = (self.cfg.jobs_per_worker, self.links.get(&worker)) {
-            l.link.current_job.store(job.0, Ordering::Relaxed);
-        }
+        true
     }
 
     fn send_control(&self, worker: WorkerId, msg: Control) {
@@ -555,31 +567,45 @@ impl Driver {
     }
 }
 
+/// Gives a job's handle its result.
+fn deliver(e: &Entry, result: crate::slot::RawResult) {
+    e.span.in_scope(|| match &result {
+        Ok(_) => tracing::debug!(ok = true, "finished"),
+        Err(err) => tracing::debug!(ok = false, error = %err, "finished"),
+    });
+    e.slot.resolve(result);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Defect: a panic on the pool thread left every pending handle
-    /// hanging. The job table resolves them as it unwinds.
+    /// Defect 8: a panic on the pool thread left every pending handle
+    /// hanging. The guarded core resolves them as it unwinds.
     #[test]
     fn a_panic_on_the_pool_thread_resolves_pending_handles() {
         let shared = Arc::new(Shared::default());
         let slot = Slot::new(None, shared.clone());
         let kept = slot.clone();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut table = JobTable {
-                entries: HashMap::default(),
+            let set = Settings::from_config(&crate::pool::ProcessPoolExecutor::builder().config());
+            let mut guarded = Guarded {
+                core: Core::new(set, Instant::now()),
                 shared: shared.clone(),
             };
-            table.entries.insert(
-                JobId(1),
-                Entry {
+            let new = NewJob {
+                id: JobId(1),
+                size: 10,
+                timeout: None,
+                retries: 0,
+                payload: Entry {
                     slot,
                     frame: None,
                     task: 0,
                     span: tracing::Span::none(),
                 },
-            );
+            };
+            guarded.handle(Instant::now(), Input::Submit(new));
             panic!("a bug");
         }));
         assert!(r.is_err());

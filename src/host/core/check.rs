@@ -4,7 +4,7 @@
 use super::{Core, JobState, Mode, Timer, WorkerId, WorkerState};
 use crate::msg::JobId;
 
-impl Core {
+impl<P> Core<P> {
     /// Ids of the jobs in the queue, in order (for the simulation).
     pub(crate) fn queued_ids(&self) -> Vec<JobId> {
         self.queue.iter().copied().collect()

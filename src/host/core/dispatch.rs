@@ -30,7 +30,7 @@ impl Worker {
     }
 }
 
-impl Core {
+impl<P> Core<P> {
     /// Whether worker `w` takes a job now: it has room, and none of its
     /// jobs is being stopped (a cancelled or timed-out job in its grace
     /// period may end in a kill, which must not hit a job sent since).

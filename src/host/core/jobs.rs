@@ -7,15 +7,16 @@ use crate::error::Error;
 use crate::msg::JobId;
 use crate::slot::RawResult;
 
-impl Core {
+impl<P> Core<P> {
     /// Moves job `id` to `to` (`None`: the core forgets it), keeping the
     /// queue, the workers' job lists, the byte budgets and the counters in
     /// step. Leaving `Running` disarms the job's timer. This is the only
     /// place a job's state changes.
-    pub(super) fn transition(&mut self, id: JobId, to: Option<JobState>) {
+    /// Returns the job when it is forgotten (`to` is `None`).
+    pub(super) fn transition(&mut self, id: JobId, to: Option<JobState>) -> Option<Job<P>> {
         let Some(job) = self.jobs.get_mut(&id) else {
             debug_assert!(false, "transition of unknown {id}");
-            return;
+            return None;
         };
         let (from, size, timed) = (job.state, job.size, job.timer.is_some());
         if timed && (matches!(from, JobState::Running(_)) || to.is_none()) {
@@ -45,9 +46,10 @@ impl Core {
             }
         }
         // Enter `to`.
+        let mut removed = None;
         match to {
             None => {
-                self.jobs.remove(&id);
+                removed = self.jobs.remove(&id);
             }
             Some(JobState::Queued) => {
                 let new = self.queue.insert(id);
@@ -72,6 +74,7 @@ impl Core {
             from.worker().is_none() || to.and_then(JobState::worker).is_none(),
             "{id} moved between workers without the queue"
         );
+        removed
     }
 
     /// Changes the state of a job that stays on its worker (prefetched to
@@ -96,19 +99,23 @@ impl Core {
         }
     }
 
-    /// Forgets a job, resolving it first with `result` unless its handle
-    /// has its outcome already.
+    /// Forgets a job, resolving it with `result` unless its handle has its
+    /// outcome already.
     pub(super) fn finish(&mut self, id: JobId, result: Option<RawResult>) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
         let worker = job.state.worker();
-        if let (false, Some(result)) = (job.answered, result) {
-            job.answered = true;
-            self.push(Action::Resolve { job: id, result });
+        let result = if job.answered { None } else { result };
+        job.answered = true;
+        if let Some(job) = self.transition(id, None) {
+            self.push(Action::Release {
+                job: id,
+                worker,
+                result,
+                payload: job.payload,
+            });
         }
-        self.transition(id, None);
-        self.push(Action::Release { job: id, worker });
     }
 
     /// Gives the handle its result now; the job itself may still be
@@ -122,39 +129,33 @@ impl Core {
         }
     }
 
-    pub(super) fn on_submit(&mut self, new: NewJob) {
+    pub(super) fn on_submit(&mut self, new: NewJob<P>) {
         let refused = match (&self.mode, &self.startup_error) {
             (Mode::Running, None) => None,
             (Mode::Running, Some(e)) => Some(e.clone()),
             _ => Some(Error::Shutdown),
         };
         if let Some(e) = refused {
-            self.push(Action::Resolve {
-                job: new.id,
-                result: Err(e),
-            });
             self.push(Action::Release {
                 job: new.id,
                 worker: None,
+                result: Some(Err(e)),
+                payload: new.payload,
             });
             return;
         }
-        if self.jobs.contains_key(&new.id) {
-            debug_assert!(false, "{} submitted twice", new.id);
-            return;
-        }
-        self.jobs.insert(
-            new.id,
-            Job {
-                state: JobState::Queued,
-                answered: false,
-                retries_left: new.retries,
-                timeout: new.timeout.or(self.set.job_timeout),
-                size: new.size,
-                timer: None,
-                starts: 0,
-            },
-        );
+        let job = Job {
+            state: JobState::Queued,
+            answered: false,
+            retries_left: new.retries,
+            timeout: new.timeout.or(self.set.job_timeout),
+            size: new.size,
+            timer: None,
+            starts: 0,
+            payload: new.payload,
+        };
+        let before = self.jobs.insert(new.id, job);
+        debug_assert!(before.is_none(), "{} submitted twice", new.id);
         self.queue.insert(new.id);
     }
 

@@ -82,21 +82,24 @@ impl Settings {
     }
 }
 
-/// A job entering the pool.
-#[derive(Debug, Clone)]
-pub(crate) struct NewJob {
+/// A job entering the pool, with what the driver keeps for it (`payload`:
+/// its handle's slot, its frame), which lives in the core's job table so a
+/// job is looked up once, not once in the core and once in the driver.
+#[derive(Debug)]
+pub(crate) struct NewJob<P> {
     pub(crate) id: JobId,
     /// Size of its frame, for the prefetch byte budget.
     pub(crate) size: usize,
     /// Its own timeout (else the pool's).
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: u32,
+    pub(crate) payload: P,
 }
 
 /// What happens to the core.
 #[derive(Debug)]
-pub(crate) enum Input {
-    Submit(NewJob),
+pub(crate) enum Input<P> {
+    Submit(NewJob<P>),
     /// The job's handle was cancelled or dropped (its slot says so already).
     Cancel(JobId),
     /// The consumer of a streaming job took `n` items.
@@ -165,7 +168,7 @@ pub(crate) enum Control {
 
 /// What the driver must do.
 #[derive(Debug)]
-pub(crate) enum Action {
+pub(crate) enum Action<P> {
     /// Start a worker process; report with [`Input::Spawned`].
     Spawn(WorkerId),
     /// Send a job's frame, in its "sent ahead" form if `ahead`. `keep`:
@@ -190,14 +193,18 @@ pub(crate) enum Action {
     Close(WorkerId),
     /// Kill the worker's process group.
     Kill(WorkerId),
-    /// Deliver the job's result to its handle (at most once per job).
+    /// Deliver the job's result to its handle now; the job is still being
+    /// stopped. A job's result goes out at most once, here or in
+    /// `Release`.
     Resolve { job: JobId, result: RawResult },
-    /// The core forgot the job (exactly once per job, after any
-    /// `Resolve`): drop what is kept for it. `worker`: the worker it ran
-    /// on, if it ended there.
+    /// The core forgot the job (exactly once per job): deliver `result` if
+    /// there is one, and drop what was kept for it (`payload`, handed
+    /// back). `worker`: the worker it ran on, if it ended there.
     Release {
         job: JobId,
         worker: Option<WorkerId>,
+        result: Option<RawResult>,
+        payload: P,
     },
 }
 
@@ -228,7 +235,7 @@ impl JobState {
     }
 }
 
-struct Job {
+struct Job<P> {
     state: JobState,
     /// Its handle has its outcome: a result went out, or the handle was
     /// cancelled. The job may still run (it is being stopped).
@@ -241,6 +248,7 @@ struct Job {
     timer: Option<(Instant, Timer)>,
     /// Times it started (for the simulation's checks).
     starts: u32,
+    payload: P,
 }
 
 /// A worker's state.
@@ -313,10 +321,10 @@ pub(crate) struct CoreStats {
     pub(crate) retried: u64,
 }
 
-/// A pool's state. See the module docs.
-pub(crate) struct Core {
+/// A pool's state, with a `P` kept for each job. See the module docs.
+pub(crate) struct Core<P> {
     set: Settings,
-    jobs: HashMap<JobId, Job, IdHash>,
+    jobs: HashMap<JobId, Job<P>, IdHash>,
     /// Jobs waiting for a worker, in submission (id) order; jobs given back
     /// or retried take their place again.
     queue: BTreeSet<JobId>,
@@ -335,12 +343,12 @@ pub(crate) struct Core {
     /// Jobs in `Running`.
     running: usize,
     stats: CoreStats,
-    actions: VecDeque<Action>,
+    actions: VecDeque<Action<P>>,
     /// The time of the inputs not settled yet.
     unsettled: Option<Instant>,
 }
 
-impl Core {
+impl<P> Core<P> {
     /// A core that starts its `workers` at once (see [`Action::Spawn`]).
     pub(crate) fn new(set: Settings, now: Instant) -> Self {
         let mut core = Core {
@@ -369,7 +377,7 @@ impl Core {
     /// Applies one input. Dispatching and tidying up wait for the next
     /// [`poll_action`](Self::poll_action) (or [`flush`](Self::flush)), so a
     /// batch of inputs is settled once.
-    pub(crate) fn handle(&mut self, now: Instant, input: Input) {
+    pub(crate) fn handle(&mut self, now: Instant, input: Input<P>) {
         match input {
             Input::Submit(job) => self.on_submit(job),
             Input::Cancel(id) => self.on_cancel(id, now),
@@ -443,7 +451,7 @@ impl Core {
     }
 
     /// The next thing to do.
-    pub(crate) fn poll_action(&mut self) -> Option<Action> {
+    pub(crate) fn poll_action(&mut self) -> Option<Action<P>> {
         self.flush();
         self.actions.pop_front()
     }
@@ -464,12 +472,29 @@ impl Core {
         self.mode != Mode::Running && self.workers.is_empty() && self.jobs.is_empty()
     }
 
-    /// Whether job `id` is on `worker` (sent, not back or finished), so
-    /// what the worker says about it (items, progress) may be passed on.
-    pub(crate) fn is_on(&self, worker: WorkerId, id: JobId) -> bool {
+    /// What is kept for job `id`.
+    pub(crate) fn payload(&self, id: JobId) -> Option<&P> {
+        self.jobs.get(&id).map(|j| &j.payload)
+    }
+
+    pub(crate) fn payload_mut(&mut self, id: JobId) -> Option<&mut P> {
+        self.jobs.get_mut(&id).map(|j| &mut j.payload)
+    }
+
+    /// What is kept for job `id` if it is on `worker` (sent, not back or
+    /// finished), so what the worker says about it (items, progress) may
+    /// be passed on.
+    pub(crate) fn payload_on(&self, worker: WorkerId, id: JobId) -> Option<&P> {
         self.jobs
             .get(&id)
-            .is_some_and(|j| j.state.worker() == Some(worker))
+            .filter(|j| j.state.worker() == Some(worker))
+            .map(|j| &j.payload)
+    }
+
+    /// What is kept for every job (for the driver's last resort if its
+    /// thread unwinds).
+    pub(crate) fn payloads(&self) -> impl Iterator<Item = &P> {
+        self.jobs.values().map(|j| &j.payload)
     }
 
     /// The pids of workers that run jobs (for memory samples).
@@ -492,7 +517,7 @@ impl Core {
         self.mode == Mode::Running
     }
 
-    fn push(&mut self, action: Action) {
+    fn push(&mut self, action: Action<P>) {
         self.actions.push_back(action);
     }
 

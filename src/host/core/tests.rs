@@ -26,10 +26,10 @@ fn settings(workers: usize) -> Settings {
 }
 
 struct Harness {
-    core: Core,
+    core: Core<()>,
     now: Instant,
     /// Actions taken from the core but not looked at yet.
-    pending: Vec<Action>,
+    pending: Vec<Action<()>>,
 }
 
 impl Harness {
@@ -53,7 +53,7 @@ impl Harness {
         h
     }
 
-    fn input(&mut self, input: Input) {
+    fn input(&mut self, input: Input<()>) {
         self.core.handle(self.now, input);
         self.settle();
     }
@@ -65,7 +65,7 @@ impl Harness {
         self.core.check().unwrap();
     }
 
-    fn actions(&mut self) -> Vec<Action> {
+    fn actions(&mut self) -> Vec<Action<()>> {
         self.settle();
         std::mem::take(&mut self.pending)
     }
@@ -76,6 +76,7 @@ impl Harness {
             size: 100,
             timeout: None,
             retries: 0,
+            payload: (),
         }));
     }
 
@@ -98,7 +99,26 @@ impl Harness {
     }
 }
 
-fn sent(actions: &[Action]) -> Vec<(u64, u64, bool)> {
+/// The jobs whose handles got an error, and the error.
+fn errors(actions: &[Action<()>]) -> Vec<(u64, Error)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Resolve {
+                job,
+                result: Err(e),
+            }
+            | Action::Release {
+                job,
+                result: Some(Err(e)),
+                ..
+            } => Some((job.0, e.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent(actions: &[Action<()>]) -> Vec<(u64, u64, bool)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -292,18 +312,12 @@ fn start_up_failures_fail_jobs_fast_and_the_pool_recovers() {
     let mut next = 1;
     let mut failed = Vec::new();
     for _ in 0..2 {
-        let spawn = h
-            .actions()
-            .into_iter()
+        let acts = h.actions();
+        failed.extend(errors(&acts));
+        let spawn = acts
+            .iter()
             .find_map(|a| match a {
-                Action::Spawn(w) => Some(w),
-                Action::Resolve {
-                    job,
-                    result: Err(_),
-                } => {
-                    failed.push(job.0);
-                    None
-                }
+                Action::Spawn(w) => Some(*w),
                 _ => None,
             })
             .expect("a new start");
@@ -316,27 +330,17 @@ fn start_up_failures_fail_jobs_fast_and_the_pool_recovers() {
         });
         h.advance(Duration::from_millis(500));
     }
-    for a in h.actions() {
-        if let Action::Resolve {
-            job,
-            result: Err(e),
-        } = a
-        {
-            assert!(matches!(e, Error::Spawn { .. }) || job.0 == 1, "{e}");
-            failed.push(job.0);
-        }
+    failed.extend(errors(&h.actions()));
+    for (job, e) in &failed {
+        assert!(matches!(e, Error::Spawn { .. }) || *job == 1, "{e}");
     }
-    failed.sort();
-    assert_eq!(failed, vec![1, 2, 3], "job 1 died, 2 and 3 failed fast");
+    let mut ids: Vec<u64> = failed.iter().map(|(j, _)| *j).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2, 3], "job 1 died, 2 and 3 failed fast");
     // New jobs fail at once.
     h.submit(4);
-    assert!(h.actions().iter().any(|a| matches!(
-        a,
-        Action::Resolve {
-            job: JobId(4),
-            result: Err(Error::Spawn { .. })
-        }
-    )));
+    let e = errors(&h.actions());
+    assert!(matches!(e.as_slice(), [(4, Error::Spawn { .. })]), "{e:?}");
     // Start-ups work again.
     let w = WorkerId(next + 1);
     h.input(Input::Spawned {

@@ -7,7 +7,7 @@ use super::{Control, Core, JobState, Timer};
 use crate::error::Error;
 use crate::msg::JobId;
 
-impl Core {
+impl<P> Core<P> {
     pub(super) fn on_job_timeout(&mut self, id: JobId, now: Instant) {
         let Some(job) = self.jobs.get(&id) else {
             return;

@@ -11,7 +11,7 @@ use crate::msg::JobId;
 /// a row, up to `max_startup_backoff`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
-impl Core {
+impl<P> Core<P> {
     /// Asks for a new worker.
     pub(super) fn spawn(&mut self, now: Instant, initial: bool) {
         let id = WorkerId(self.next_worker);
@@ -152,7 +152,9 @@ impl Core {
                     self.finish(id, Some(Err(Error::Protocol { message })));
                 }
                 // Never started: it runs elsewhere.
-                _ if !job.answered => self.transition(id, Some(JobState::Queued)),
+                _ if !job.answered => {
+                    self.transition(id, Some(JobState::Queued));
+                }
                 _ => self.finish(id, None),
             }
         }

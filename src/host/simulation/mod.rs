@@ -97,7 +97,7 @@ struct Proc {
 #[derive(Debug)]
 enum Ev {
     ToWorker(WorkerId, Msg),
-    ToHost(WorkerId, Input),
+    ToHost(WorkerId, Input<()>),
     SpawnDone(WorkerId),
     JobDone(WorkerId, JobId),
 }
@@ -114,7 +114,7 @@ struct World {
     base: Instant,
     /// Simulated time since `base`.
     t: Duration,
-    core: Core,
+    core: Core<()>,
     set: Settings,
     events: BTreeMap<(Duration, u64), Ev>,
     seq: u64,
@@ -205,7 +205,7 @@ impl World {
         self.events.insert((self.t + after, self.seq), ev);
     }
 
-    fn input(&mut self, input: Input) -> Result<(), String> {
+    fn input(&mut self, input: Input<()>) -> Result<(), String> {
         self.note(format!("in  {input:?}"));
         if let Input::Exited { .. } = input {
             self.exited += 1;
@@ -231,7 +231,7 @@ impl World {
 
     fn apply(
         &mut self,
-        a: Action,
+        a: Action<()>,
         failed: &mut Vec<(WorkerId, JobId)>,
         sent: &mut Vec<JobId>,
     ) -> Result<(), String> {
@@ -273,26 +273,11 @@ impl World {
                 }
                 self.die(w, ExitStatus::Signal(9), None, true)
             }
-            Action::Resolve { job, result } => {
-                let race = !self.calm && self.rng.pct(3);
-                let l = self.ledger(job)?;
-                if l.resolved > 0 {
-                    return Err(format!("{job} resolved twice"));
+            Action::Resolve { job, result } => self.resolve(job, result)?,
+            Action::Release { job, result, .. } => {
+                if let Some(result) = result {
+                    self.resolve(job, result)?;
                 }
-                if l.released > 0 {
-                    return Err(format!("{job} resolved after its release"));
-                }
-                if !l.cancelled && race {
-                    // The handle is cancelled just before the result lands.
-                    l.cancelled = true;
-                    self.note(format!("race: {job}'s handle cancels first"));
-                    self.cancel_later(job);
-                } else if !l.cancelled {
-                    l.resolved += 1;
-                    let _ = result;
-                }
-            }
-            Action::Release { job, .. } => {
                 let l = self.ledger(job)?;
                 l.released += 1;
                 if l.released > 1 {
@@ -303,6 +288,28 @@ impl World {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A result reaches the job's handle (unless the handle was cancelled
+    /// first; now and then it is cancelled just before).
+    fn resolve(&mut self, job: JobId, result: crate::slot::RawResult) -> Result<(), String> {
+        let race = !self.calm && self.rng.pct(3);
+        let l = self.ledger(job)?;
+        if l.resolved > 0 {
+            return Err(format!("{job} resolved twice"));
+        }
+        if l.released > 0 {
+            return Err(format!("{job} resolved after its release"));
+        }
+        if !l.cancelled && race {
+            l.cancelled = true;
+            self.note(format!("race: {job}'s handle cancels first"));
+            self.cancel_later(job);
+        } else if !l.cancelled {
+            l.resolved += 1;
+        }
+        drop(result);
         Ok(())
     }
 

@@ -139,6 +139,7 @@ impl World {
             size,
             timeout,
             retries,
+            payload: (),
         }))
     }
 }
