@@ -126,14 +126,17 @@ impl<P> Core<P> {
         }
     }
 
-    /// Asks `w` for all its jobs sent ahead back.
-    pub(super) fn revoke_all_on(&mut self, w: WorkerId) {
-        let ids: Vec<JobId> = self
-            .workers
+    /// The jobs on worker `w`, in sending order (a copy, to act on).
+    pub(super) fn jobs_on(&self, w: WorkerId) -> Vec<JobId> {
+        self.workers
             .get(&w)
             .map(|x| x.jobs.iter().copied().collect())
-            .unwrap_or_default();
-        for id in ids {
+            .unwrap_or_default()
+    }
+
+    /// Asks `w` for all its jobs sent ahead back.
+    pub(super) fn revoke_all_on(&mut self, w: WorkerId) {
+        for id in self.jobs_on(w) {
             self.revoke(w, id);
         }
     }

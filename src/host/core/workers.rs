@@ -218,12 +218,7 @@ impl<P> Core<P> {
     /// and it is killed (those sent ahead run elsewhere).
     pub(super) fn violation(&mut self, w: WorkerId, message: String) {
         tracing::warn!(%w, %message, "procpool worker broke the protocol");
-        let ids: Vec<JobId> = self
-            .workers
-            .get(&w)
-            .map(|x| x.jobs.iter().copied().collect())
-            .unwrap_or_default();
-        for id in ids {
+        for id in self.jobs_on(w) {
             if let Some(JobState::Running(_)) = self.jobs.get(&id).map(|j| j.state) {
                 let message = message.clone();
                 self.answer(id, Err(Error::Protocol { message }));
