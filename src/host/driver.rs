@@ -466,8 +466,8 @@ impl Driver {
                     }
                 }
             }
-            Action::Resolve { job, result } => {
-                if let Some(e) = self.core.payload(job) {
+            Action::Resolve { job } => {
+                if let Some((e, result)) = self.core.take_answer(job) {
                     deliver(e, result);
                 }
             }

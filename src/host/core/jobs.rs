@@ -106,7 +106,11 @@ impl<P> Core<P> {
             return;
         };
         let worker = job.state.worker();
-        let result = if job.answered { None } else { result };
+        // An answer given but not yet taken goes with the release.
+        let result = job
+            .answer
+            .take()
+            .or(if job.answered { None } else { result });
         job.answered = true;
         if let Some(job) = self.transition(id, None) {
             self.push(Action::Release {
@@ -118,13 +122,22 @@ impl<P> Core<P> {
         }
     }
 
+    /// What the handle of job `id` is to get now (see
+    /// [`Action::Resolve`]), with what is kept for the job.
+    pub(crate) fn take_answer(&mut self, id: JobId) -> Option<(&P, RawResult)> {
+        let job = self.jobs.get_mut(&id)?;
+        let result = job.answer.take()?;
+        Some((&job.payload, result))
+    }
+
     /// Gives the handle its result now; the job itself may still be
     /// stopping.
     pub(super) fn answer(&mut self, id: JobId, result: RawResult) {
         if let Some(job) = self.jobs.get_mut(&id) {
             if !job.answered {
                 job.answered = true;
-                self.push(Action::Resolve { job: id, result });
+                job.answer = Some(result);
+                self.push(Action::Resolve { job: id });
             }
         }
     }
@@ -152,6 +165,7 @@ impl<P> Core<P> {
             size: new.size,
             timer: None,
             starts: 0,
+            answer: None,
             payload: new.payload,
         };
         let before = self.jobs.insert(new.id, job);

@@ -193,10 +193,11 @@ pub(crate) enum Action<P> {
     Close(WorkerId),
     /// Kill the worker's process group.
     Kill(WorkerId),
-    /// Deliver the job's result to its handle now; the job is still being
-    /// stopped. A job's result goes out at most once, here or in
-    /// `Release`.
-    Resolve { job: JobId, result: RawResult },
+    /// The job's handle is to get its result now (take it with
+    /// [`Core::take_answer`]); the job is still being stopped. If the job
+    /// was forgotten meanwhile, the result went with its `Release`. A
+    /// job's result goes out at most once.
+    Resolve { job: JobId },
     /// The core forgot the job (exactly once per job): deliver `result` if
     /// there is one, and drop what was kept for it (`payload`, handed
     /// back). `worker`: the worker it ran on, if it ended there.
@@ -248,6 +249,8 @@ struct Job<P> {
     timer: Option<(Instant, Timer)>,
     /// Times it started (for the simulation's checks).
     starts: u32,
+    /// A result for its handle not yet taken by the driver.
+    answer: Option<RawResult>,
     payload: P,
 }
 

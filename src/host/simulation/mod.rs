@@ -130,8 +130,8 @@ struct World {
     /// Workers whose exit the core has been told of.
     exited: usize,
     shut_down: bool,
-    /// A memory sample is being handled.
-    sampling: bool,
+    /// Workers sampled over the memory limit (a kill may follow).
+    over_memory: HashSet<WorkerId>,
     /// No more races or failures: the end of a run.
     calm: bool,
     trace: Vec<String>,
@@ -180,7 +180,7 @@ impl World {
             spawned_ok: 0,
             exited: 0,
             shut_down: false,
-            sampling: false,
+            over_memory: HashSet::new(),
             calm: false,
             trace: Vec::new(),
             keep_trace,
@@ -211,6 +211,11 @@ impl World {
             self.exited += 1;
         }
         self.core.handle(self.now(), input);
+        // The driver feeds a batch of inputs before it carries out the
+        // actions; so does the simulation, now and then.
+        if !self.calm && self.rng.pct(30) {
+            return Ok(());
+        }
         self.after_step()
     }
 
@@ -262,7 +267,7 @@ impl World {
                 // handle has its outcome (being stopped), never one that
                 // started since. (Over the memory limit, every job in the
                 // process shares the blame.)
-                if self.set.slots == 1 && !self.sampling {
+                if self.set.slots == 1 && !self.over_memory.contains(&w) {
                     let running = self.procs.get(&w).map(|p| p.running.clone());
                     for id in running.into_iter().flatten() {
                         let l = self.ledger(id)?;
@@ -273,7 +278,11 @@ impl World {
                 }
                 self.die(w, ExitStatus::Signal(9), None, true)
             }
-            Action::Resolve { job, result } => self.resolve(job, result)?,
+            Action::Resolve { job } => {
+                if let Some((_, result)) = self.core.take_answer(job) {
+                    self.resolve(job, result)?;
+                }
+            }
             Action::Release { job, result, .. } => {
                 if let Some(result) = result {
                     self.resolve(job, result)?;
@@ -488,6 +497,7 @@ impl World {
         // Start-ups work again; nothing new fails.
         self.failing_until = Duration::ZERO;
         self.calm = true;
+        self.after_step()?;
         self.settle(100_000)?;
         if !self.shut_down {
             // Once workers can start again, the pool serves again.

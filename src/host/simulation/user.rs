@@ -44,10 +44,10 @@ impl World {
                 }
                 let w = busy[self.rng.below(busy.len() as u64) as usize];
                 let rss = self.rng.below(2500);
-                self.sampling = true;
-                let r = self.input(Input::MemorySample { worker: w, rss });
-                self.sampling = false;
-                r
+                if self.set.worker_memory_limit.is_some_and(|l| rss > l) {
+                    self.over_memory.insert(w);
+                }
+                self.input(Input::MemorySample { worker: w, rss })
             }
             70..=72 => {
                 let alive: Vec<WorkerId> = self
