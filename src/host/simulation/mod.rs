@@ -268,7 +268,12 @@ impl World {
                 // started since. (Over the memory limit, every job in the
                 // process shares the blame.)
                 if self.set.slots == 1 && !self.over_memory.contains(&w) {
-                    let running = self.procs.get(&w).map(|p| p.running.clone());
+                    // (A process that died already cannot be hit.)
+                    let running = self
+                        .procs
+                        .get(&w)
+                        .filter(|p| !p.dead)
+                        .map(|p| p.running.clone());
                     for id in running.into_iter().flatten() {
                         let l = self.ledger(id)?;
                         if !l.cancelled && l.resolved == 0 {
