@@ -130,6 +130,8 @@ struct World {
     /// Workers whose exit the core has been told of.
     exited: usize,
     shut_down: bool,
+    /// Inputs were handled whose actions are not carried out yet.
+    undrained: bool,
     /// Workers sampled over the memory limit (a kill may follow).
     over_memory: HashSet<WorkerId>,
     /// No more races or failures: the end of a run.
@@ -180,6 +182,7 @@ impl World {
             spawned_ok: 0,
             exited: 0,
             shut_down: false,
+            undrained: false,
             over_memory: HashSet::new(),
             calm: false,
             trace: Vec::new(),
@@ -213,7 +216,10 @@ impl World {
         self.core.handle(self.now(), input);
         // The driver feeds a batch of inputs before it carries out the
         // actions; so does the simulation, now and then.
+        // It carries them out before it waits for anything, so before
+        // time moves on (see `world_step`).
         if !self.calm && self.rng.pct(30) {
+            self.undrained = true;
             return Ok(());
         }
         self.after_step()
@@ -221,6 +227,7 @@ impl World {
 
     /// Carries out the core's actions, then checks the invariants.
     fn after_step(&mut self) -> Result<(), String> {
+        self.undrained = false;
         let mut failed = Vec::new();
         let mut sent = Vec::new();
         while let Some(a) = self.core.poll_action() {
@@ -373,6 +380,9 @@ impl World {
     /// Advances to the next event or timer and handles it; false if there
     /// is none.
     fn world_step(&mut self) -> Result<bool, String> {
+        if self.undrained && self.events.keys().next().is_none_or(|k| k.0 > self.t) {
+            self.after_step()?;
+        }
         let next_ev = self.events.keys().next().copied();
         let next_timer = self.core.poll_timeout().map(|at| at - self.base);
         match (next_ev, next_timer) {
