@@ -470,12 +470,6 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// The settings as they stand (for the crate's own tests).
-    #[cfg(test)]
-    pub(crate) fn config(&self) -> Config {
-        self.cfg.clone()
-    }
-
     /// Number of worker processes (default: `available_parallelism()`).
     pub fn workers(mut self, n: usize) -> Self {
         self.cfg.workers = n;

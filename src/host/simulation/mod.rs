@@ -440,16 +440,14 @@ impl World {
                 s.workers_alive
             ));
         }
-        let initial = self.initial as u64;
-        if s.respawns != self.spawned_ok.saturating_sub(initial) && self.spawned_ok >= initial {
-            // Initial workers can fail to start (they are then replaced).
-            let initial_ok = self.spawned_ok - s.respawns;
-            if initial_ok > initial {
-                return Err(format!(
-                    "{} workers started, {} counted as respawns",
-                    self.spawned_ok, s.respawns
-                ));
-            }
+        // Every start after the first `workers` counts as a respawn (an
+        // initial worker that failed to start is replaced by one).
+        let extra = self.spawned_ok.checked_sub(s.respawns);
+        if extra.is_none_or(|initial| initial > self.initial as u64) {
+            return Err(format!(
+                "{} workers started, {} counted as respawns",
+                self.spawned_ok, s.respawns
+            ));
         }
         for (&id, l) in &self.jobs {
             if let Some(starts) = self.core.starts(id) {
