@@ -588,20 +588,7 @@ mod tests {
         let slot = Slot::new(None, shared.clone());
         let kept = slot.clone();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let set = Settings {
-                workers: 1,
-                min_workers: 0,
-                slots: 1,
-                prefetch: 0,
-                max_tasks_per_worker: None,
-                max_worker_rss: None,
-                worker_memory_limit: None,
-                idle_timeout: None,
-                job_timeout: None,
-                cancel_grace: Duration::from_millis(100),
-                max_startup_failures: 1,
-                max_startup_backoff: Duration::from_secs(1),
-            };
+            let set = Settings::for_tests(1);
             let mut guarded = Guarded {
                 core: Core::new(set, Instant::now()),
                 shared: shared.clone(),

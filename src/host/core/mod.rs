@@ -82,6 +82,28 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Plain settings for the crate's tests: `workers` workers, one job
+    /// each, nothing sent ahead, no limits.
+    #[cfg(test)]
+    pub(crate) fn for_tests(workers: usize) -> Self {
+        Settings {
+            workers,
+            min_workers: 0,
+            slots: 1,
+            prefetch: 0,
+            max_tasks_per_worker: None,
+            max_worker_rss: None,
+            worker_memory_limit: None,
+            idle_timeout: None,
+            job_timeout: None,
+            cancel_grace: Duration::from_millis(100),
+            max_startup_failures: 3,
+            max_startup_backoff: Duration::from_millis(400),
+        }
+    }
+}
+
 /// A job entering the pool, with what the driver keeps for it (`payload`:
 /// its handle's slot, its frame), which lives in the core's job table so a
 /// job is looked up once, not once in the core and once in the driver.

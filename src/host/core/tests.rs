@@ -9,20 +9,7 @@ use crate::msg::JobId;
 use crate::slot::Encoded;
 
 fn settings(workers: usize) -> Settings {
-    Settings {
-        workers,
-        min_workers: 0,
-        slots: 1,
-        prefetch: 0,
-        max_tasks_per_worker: None,
-        max_worker_rss: None,
-        worker_memory_limit: None,
-        idle_timeout: None,
-        job_timeout: None,
-        cancel_grace: Duration::from_millis(100),
-        max_startup_failures: 3,
-        max_startup_backoff: Duration::from_millis(400),
-    }
+    Settings::for_tests(workers)
 }
 
 struct Harness {
