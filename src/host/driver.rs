@@ -321,11 +321,16 @@ impl Driver {
     /// Turns a worker's message into the core's input; items and progress
     /// go straight to the job's slot.
     fn on_message(&mut self, worker: WorkerId, msg: FromWorker) {
+        // A worker recycled by memory is judged right after each result.
+        let rss = || {
+            self.cfg.max_worker_rss?;
+            crate::sys::rss_bytes(self.links.get(&worker)?.pid)
+        };
         let finished = |job: u64, result| Input::Finished {
             worker,
             job: JobId(job),
             result,
-            rss: None,
+            rss: rss(),
         };
         let input = match msg {
             FromWorker::Done { id, body, offset } => finished(id, Ok(Encoded { body, offset })),
@@ -366,23 +371,6 @@ impl Driver {
                 }
                 return;
             }
-        };
-        let input = match input {
-            Input::Finished {
-                worker,
-                job,
-                result,
-                rss: None,
-            } if self.cfg.max_worker_rss.is_some() => Input::Finished {
-                worker,
-                job,
-                result,
-                rss: self
-                    .links
-                    .get(&worker)
-                    .and_then(|l| crate::sys::rss_bytes(l.pid)),
-            },
-            other => other,
         };
         self.handle(input);
     }
@@ -448,8 +436,7 @@ impl Driver {
                     if !keep {
                         e.frame = None;
                     }
-                    e.slot.release_queue_place();
-                    e.span.in_scope(|| tracing::debug!("started"));
+                    started(e);
                 }
                 self.current_job(worker, job.0);
             }
@@ -528,8 +515,7 @@ impl Driver {
         e.span
             .in_scope(|| tracing::debug!(%worker, ahead, "dispatched"));
         if !ahead {
-            e.slot.release_queue_place();
-            e.span.in_scope(|| tracing::debug!("started"));
+            started(e);
             self.current_job(worker, job.0);
         }
         true
@@ -565,6 +551,12 @@ impl Driver {
             sh.accepting.store(false, Ordering::Release);
         }
     }
+}
+
+/// A job started: it gives back its place in a bounded queue.
+fn started(e: &Entry) {
+    e.slot.release_queue_place();
+    e.span.in_scope(|| tracing::debug!("started"));
 }
 
 /// Gives a job's handle its result.

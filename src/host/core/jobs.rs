@@ -8,11 +8,11 @@ use crate::msg::JobId;
 use crate::slot::RawResult;
 
 impl<P> Core<P> {
-    /// Moves job `id` to `to` (`None`: the core forgets it), keeping the
-    /// queue, the workers' job lists, the byte budgets and the counters in
-    /// step. Leaving `Running` disarms the job's timer. This is the only
-    /// place a job's state changes.
-    /// Returns the job when it is forgotten (`to` is `None`).
+    /// Moves job `id` to `to` (`None`: the core forgets it and returns the
+    /// job), keeping the queue, the workers' job lists, the byte budgets
+    /// and the counters in step. Leaving `Running` disarms the job's timer.
+    /// With [`restate`](Self::restate) (which keeps a job on its worker),
+    /// the only place a job's state changes.
     pub(super) fn transition(&mut self, id: JobId, to: Option<JobState>) -> Option<Job<P>> {
         let Some(job) = self.jobs.get_mut(&id) else {
             debug_assert!(false, "transition of unknown {id}");
@@ -34,7 +34,8 @@ impl<P> Core<P> {
             JobState::Prefetched(w) | JobState::Revoking(w) => {
                 self.prefetched = dec(self.prefetched, "jobs sent ahead");
                 if let Some(worker) = self.workers.get_mut(&w) {
-                    worker.prefetched_bytes = sub(worker.prefetched_bytes, size);
+                    worker.prefetched_bytes =
+                        dec_by(worker.prefetched_bytes, size, "a worker's bytes sent ahead");
                     remove(&mut worker.jobs, id);
                 }
             }
@@ -93,7 +94,8 @@ impl<P> Core<P> {
             self.prefetched = dec(self.prefetched, "jobs sent ahead");
             self.running += 1;
             if let Some(worker) = self.workers.get_mut(&w) {
-                worker.prefetched_bytes = sub(worker.prefetched_bytes, size);
+                worker.prefetched_bytes =
+                    dec_by(worker.prefetched_bytes, size, "a worker's bytes sent ahead");
                 worker.started += 1;
             }
         }
@@ -387,15 +389,14 @@ fn remove(list: &mut std::collections::VecDeque<JobId>, id: JobId) {
 /// with `debug_assert!` (the simulation runs with them); a release build
 /// keeps serving with zero.
 pub(super) fn dec<T: Count>(n: T, what: &str) -> T {
-    let r = n.minus(T::ONE);
-    debug_assert!(r.is_some(), "{what} went below zero");
-    r.unwrap_or(T::ZERO)
+    dec_by(n, T::ONE, what)
 }
 
-fn sub(n: usize, by: usize) -> usize {
-    let r = n.checked_sub(by);
-    debug_assert!(r.is_some(), "a worker's bytes sent ahead went below zero");
-    r.unwrap_or(0)
+/// `n - by`, checked as [`dec`] is.
+fn dec_by<T: Count>(n: T, by: T, what: &str) -> T {
+    let r = n.minus(by);
+    debug_assert!(r.is_some(), "{what} went below zero");
+    r.unwrap_or(T::ZERO)
 }
 
 pub(super) trait Count: Copy {

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use super::{Action, Core, JobState, Mode, Timer, Worker, WorkerId, WorkerState};
 use crate::error::{Error, ExitStatus};
-use crate::msg::JobId;
 
 /// The first wait after a start-up failure; it doubles with each failure in
 /// a row, up to `max_startup_backoff`.
@@ -107,7 +106,7 @@ impl<P> Core<P> {
             return;
         };
         let (pid, state) = (worker.pid, worker.state);
-        let ids: Vec<JobId> = worker.jobs.iter().copied().collect();
+        let ids = self.jobs_on(w);
         if state == WorkerState::Leaving {
             tracing::debug!(pid, %status, "procpool worker exited");
         } else {
@@ -238,9 +237,8 @@ impl<P> Core<P> {
             return;
         }
         // Every job running on it shares the blame: memory is per process.
-        let ids: Vec<JobId> = worker.jobs.iter().copied().collect();
         let mut running = false;
-        for id in ids {
+        for id in self.jobs_on(w) {
             if let Some(JobState::Running(_)) = self.jobs.get(&id).map(|j| j.state) {
                 running = true;
                 self.answer(id, Err(Error::MemoryLimit { limit, rss }));
@@ -330,34 +328,39 @@ impl<P> Core<P> {
         }
     }
 
-    /// The workers that may idle out (beyond `min_workers`), most idle
-    /// first, with the time each idles out.
-    fn idle_candidates(&self) -> Vec<(Instant, WorkerId)> {
-        let Some(timeout) = self.set.idle_timeout else {
-            return Vec::new();
-        };
-        if self.mode != Mode::Running {
-            return Vec::new();
+    /// The idle workers and when each idles out, if some may (the pool
+    /// runs, with an idle timeout, and more workers serve than
+    /// `min_workers`); with how many may go.
+    fn idle_workers(&self) -> Option<(usize, impl Iterator<Item = (Instant, WorkerId)> + '_)> {
+        let timeout = self.set.idle_timeout?;
+        let spare = self.serving().saturating_sub(self.set.min_workers);
+        if self.mode != Mode::Running || spare == 0 {
+            return None;
         }
-        let mut idle: Vec<(Instant, WorkerId)> = self
+        let idle = self
             .workers
             .iter()
             .filter(|(_, w)| w.state == WorkerState::Serving && w.jobs.is_empty())
-            .map(|(&id, w)| (w.idle_since + timeout, id))
-            .collect();
-        let spare = self.serving().saturating_sub(self.set.min_workers);
-        idle.sort_unstable();
-        idle.truncate(spare);
-        idle
+            .map(move |(&id, w)| (w.idle_since + timeout, id));
+        Some((spare, idle))
     }
 
+    /// When the next worker idles out (on the driver's every wait, so it
+    /// allocates nothing).
     pub(super) fn next_idle_deadline(&self) -> Option<Instant> {
-        self.idle_candidates().first().map(|&(at, _)| at)
+        self.idle_workers()?.1.map(|(at, _)| at).min()
     }
 
     /// Lets workers beyond the minimum go once they have idled long enough.
     pub(super) fn retire_idle(&mut self, now: Instant) {
-        for (at, w) in self.idle_candidates() {
+        let Some((spare, idle)) = self.idle_workers() else {
+            return;
+        };
+        // The most idle first, as many as may go.
+        let mut idle: Vec<(Instant, WorkerId)> = idle.collect();
+        idle.sort_unstable();
+        idle.truncate(spare);
+        for (at, w) in idle {
             if at <= now {
                 self.retire(w, false);
             }

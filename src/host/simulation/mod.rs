@@ -19,7 +19,7 @@ mod worker;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::core::{Action, Control, Core, Input, JobState, Settings, WorkerId};
+use super::core::{Action, Control, Core, Input, Settings, WorkerId};
 use crate::error::{Error, ExitStatus};
 use crate::msg::JobId;
 
@@ -607,6 +607,3 @@ fn simulation() {
     }
     eprintln!("simulation: {seeds} seeds, {steps} steps checked");
 }
-
-#[allow(dead_code)]
-fn _uses(_: JobState) {}
