@@ -2,15 +2,16 @@
 //! the host-core issue, end to end with real workers; the simulation in
 //! `src/host/simulation.rs` covers the same rules at random).
 
+mod support;
+
 use std::time::Duration;
 
 use futures::StreamExt;
 use procpool::{Error, ProcessPoolExecutor, Task};
 use serde::{Deserialize, Serialize};
+use support::{bounded, eventually};
 
 procpool::init_before_main!();
-
-const PATIENCE: Duration = Duration::from_secs(120);
 
 #[derive(Serialize, Deserialize)]
 struct Double(u64);
@@ -23,13 +24,6 @@ impl Task for Double {
     }
 }
 procpool::register!(Double);
-
-async fn bounded<F: std::future::Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(PATIENCE, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} did not finish within {PATIENCE:?}"),
-    }
-}
 
 /// Defect 1: with `max_worker_rss` and several jobs per worker, a worker
 /// being recycled took new jobs, and jobs whose send failed lost their
@@ -137,16 +131,11 @@ async fn cancels_racing_dispatch_leave_the_counters_at_zero() {
             drop(h);
         }
     }
-    let settled = async {
-        loop {
-            let s = pool.stats();
-            if s.running == 0 && s.queued == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    bounded("the counters to settle at zero", settled).await;
+    eventually("the counters to settle at zero", || {
+        let s = pool.stats();
+        s.running == 0 && s.queued == 0
+    })
+    .await;
     assert_eq!(bounded("a job", pool.submit(Double(4))).await.unwrap(), 8);
     bounded("shutdown", pool.shutdown()).await;
 }

@@ -3,6 +3,9 @@
 //! one (defect 10 of the host-core issue). The tests look at this test
 //! process's own children, so they run one at a time.
 
+#[path = "support/procfs.rs"]
+mod procfs;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -70,12 +73,9 @@ fn children() -> Vec<(u32, char)> {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
-            let state = rest.next()?.chars().next()?;
-            let ppid: u32 = rest.next()?.parse().ok()?;
-            (ppid == me).then_some((pid, state))
+        .filter_map(|pid| match procfs::proc_state(pid)? {
+            (state, ppid) if ppid == me => Some((pid, state)),
+            _ => None,
         })
         .collect()
 }
