@@ -3,9 +3,10 @@
 //!
 //! Each worker has one private duplex channel (its stdin, and its original
 //! stdout, which the worker moves off fd 1 before running jobs) and its
-//! stderr, which is forwarded to the host's stderr (by a thread of the
-//! pool's own, see [`OutputForwarder`](crate::output::OutputForwarder)) and remembered (the last lines) for
-//! error reports. The I/O task owns the `Child`: it is the only one that
+//! stderr, whose lines become `procpool::worker_output` events or are
+//! forwarded to the host's stderr (by a thread of the pool's own, see
+//! [`OutputForwarder`](crate::output::OutputForwarder)), and are remembered
+//! (the last lines) for error reports. The I/O task owns the `Child`: it is the only one that
 //! reaps it, so the pid (and process group id) cannot be reused while
 //! anything here may still signal it.
 
@@ -28,6 +29,9 @@ use crate::worker::{
     CORE_DUMPS_ENV, EXIT_MISSING_INIT, JOBS_ENV, MARKER_ENV, MAX_FRAME_ENV, NICE_ENV,
 };
 
+/// Appended to the program's path in a worker's `argv[0]`, so `ps -o args`
+/// reads `/path/to/myapp (procpool worker)`.
+const WORKER_ARG0_SUFFIX: &str = " (procpool worker)";
 /// How much unexpected stdout output the handshake scans for the magic.
 const HANDSHAKE_SCAN_LIMIT: usize = 64 * 1024;
 /// Lines of a worker's stderr kept for error reports.
@@ -99,8 +103,12 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
     };
     let mut cmd = tokio::process::Command::new(&program);
     if cfg.command.program.is_none() {
+        // The command line `ps` shows: the host's program, marked as a
+        // worker (the worker's `init()` also names the process after it).
         if let Ok(exe) = std::env::current_exe() {
-            cmd.arg0(exe);
+            let mut arg0 = exe.into_os_string();
+            arg0.push(WORKER_ARG0_SUFFIX);
+            cmd.arg0(arg0);
         }
     }
     if cfg.command.env_clear {

@@ -113,6 +113,62 @@ pub(crate) fn set_parent_death_signal() {
     }
 }
 
+/// Names this process after its program file, the way `ps`, `top`,
+/// `pstree` and `pgrep` show it, if it was started through
+/// `/proc/self/exe` (which the kernel names `exe`): a worker then shows
+/// the name of the host's program, as the host itself does (the kernel's
+/// 15-byte limit cuts it the same way). Linux only; does nothing on other
+/// threads than the main one (whose name is the process's), for a process
+/// started under another name (`Builder::program`), or if a call fails.
+///
+/// Called by `init()` in a worker.
+pub(crate) fn name_after_program() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: gettid and getpid have no preconditions and cannot fail.
+        let main_thread = unsafe { libc::gettid() == libc::getpid() };
+        if !main_thread {
+            return;
+        }
+        let mut current = [0u8; 16];
+        // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) to the
+        // address it is given; `current` is 16 writable bytes that outlive
+        // the call.
+        let got = unsafe {
+            libc::prctl(
+                libc::PR_GET_NAME,
+                current.as_mut_ptr() as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        if got != 0 || !current.starts_with(b"exe\0") {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let Some(file) = exe.file_name() else {
+            return;
+        };
+        let file = file.as_bytes();
+        // A binary replaced on disk since the host started reads as deleted.
+        let file = file.strip_suffix(b" (deleted)").unwrap_or(file);
+        let mut name = [0u8; 16];
+        let len = file.len().min(15);
+        name[..len].copy_from_slice(&file[..len]);
+        // SAFETY: `name` is NUL-terminated (16 bytes, at most 15 of them
+        // copied, and file names hold no NUL) and outlives the call;
+        // PR_SET_NAME copies at most 16 bytes from it into the kernel and
+        // has no other memory effects.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+        }
+    }
+}
+
 /// Sets `RLIMIT_CORE` to zero so crashing jobs do not write core files.
 pub(crate) fn disable_core_dumps() {
     let limit = libc::rlimit {

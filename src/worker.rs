@@ -85,6 +85,8 @@ pub fn init() {
         );
         sys::exit_now(EXIT_ORPHANED);
     }
+    // `ps`, `top` and `pgrep` show the program's name, not `exe`.
+    sys::name_after_program();
     // A worker holds its three pipes and nothing else the host had open:
     // descriptors the host inherited without close-on-exec must not reach
     // the jobs or the processes they start.
