@@ -788,11 +788,16 @@ impl Builder {
             .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))));
         let cfg = Arc::new(cfg);
         let thread_shared = shared.clone();
+        // The pool's thread logs to the builder's `tracing` subscriber, even
+        // one set with `with_default` (none set: the global one, if any).
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         // A long-lived thread of our own: it owns the children (Linux's
         // parent-death signal follows the spawning thread) and their pipes.
         std::thread::Builder::new()
             .name("procpool".into())
             .spawn(move || {
+                let _logs = (!dispatch.is::<tracing::subscriber::NoSubscriber>())
+                    .then(|| tracing::dispatcher::set_default(&dispatch));
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build();

@@ -173,10 +173,7 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
         stderr_task,
     };
     let failure = match start(&mut spawned, cfg).await {
-        Ok(()) => {
-            tracing::debug!(pid, "procpool worker started");
-            return Ok(spawned);
-        }
+        Ok(()) => return Ok(spawned),
         Err(e) => e,
     };
     // Failed: stop it, reap it, and report with what it said on stderr.
@@ -384,8 +381,10 @@ struct OutputSink {
     current_job: Arc<AtomicU64>,
 }
 
-/// Forwards a worker's stderr (which also carries what its tasks print to
-/// stdout) to the host's stderr, line by line, and keeps the last lines.
+/// Passes a worker's stderr (which also carries what its tasks print to
+/// stdout) on line by line, as a `procpool::worker_output` event if a
+/// `tracing` subscriber takes those, else to the host's stderr (if
+/// forwarding is on), and keeps the last lines.
 async fn pump_stderr(mut stderr: ChildStderr, sink: OutputSink) {
     let mut buf = vec![0u8; 8192];
     let mut pending: Vec<u8> = Vec::new();
@@ -414,8 +413,11 @@ impl OutputSink {
         let line = String::from_utf8_lossy(line).into_owned();
         let pid = self.pid;
         let job = self.current_job.load(Ordering::Relaxed);
-        tracing::info!(target: "procpool::worker_output", pid, job, "{line}");
-        if let Some(forward) = &self.forward {
+        // One path per line: an event for a subscriber that takes worker
+        // output, or else the raw line on the host's stderr, never both.
+        if tracing::enabled!(target: "procpool::worker_output", tracing::Level::INFO) {
+            tracing::info!(target: "procpool::worker_output", pid, job, "{line}");
+        } else if let Some(forward) = &self.forward {
             // Never written here: this is the pool's only thread.
             forward.forward(if job == 0 {
                 format!("[procpool worker {pid}] {line}")
