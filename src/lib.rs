@@ -171,6 +171,88 @@
 //! - Jobs start in submission order, each on the first worker with a free
 //!   slot; a job never waits behind another while a worker is idle.
 //!
+//! # Logs and tracing
+//!
+//! procpool reports through [`tracing`](https://docs.rs/tracing); with no
+//! subscriber installed it costs next to nothing and prints nothing of its
+//! own. Every target starts with `procpool`, so a filter on `procpool`
+//! takes all of it. What it emits (messages may be reworded; targets other
+//! than `procpool::worker_output` are module paths and may move, so filter
+//! on the `procpool` prefix):
+//!
+//! | what | level | target | fields |
+//! |---|---|---|---|
+//! | each line a worker prints (its stdout and stderr, a task's `println!` included) | INFO | `procpool::worker_output` | `pid`, `job` (the job running on that worker; `0` if none, and always with [`Builder::jobs_per_worker`] above 1), the line as the message |
+//! | a worker started, exited when asked, is being killed; workers being started | DEBUG | `procpool::host::…` | `pid`, `status`, `missing` |
+//! | a job's span `procpool.job`, and in it its events: queued (TRACE), dispatched to a worker, started, finished | DEBUG | `procpool::host::…` | span: `id`, `task`; events: `worker`, `ahead`, `ok`, `error` |
+//! | a job that did not stop within the cancel grace period (its worker is killed) | DEBUG | `procpool::host::…` | `id` |
+//! | a worker died unexpectedly and is being replaced | WARN | `procpool::host::…` | `pid`, `status`, `jobs` |
+//! | a worker failed to start (the pool retries with a backoff) | WARN | `procpool::host::…` | `failures`, `retry_in`, `error` |
+//! | a worker broke the protocol (it is killed) | WARN | `procpool::host::…` | `w` (the worker), `message` |
+//! | the pool could not start its output thread (raw worker lines are then not forwarded) | WARN | `procpool::…` | |
+//!
+//! Worker output takes one path per line, never two: when the subscriber
+//! takes `procpool::worker_output` at INFO, each line is an event (and is
+//! not written to stderr); otherwise it is written to the host's stderr as
+//! `[procpool worker PID] line` (`[procpool worker PID job N] line` while
+//! one job runs there), unless [`Builder::forward_worker_output`] is off.
+//! Either way the last lines are kept for [`Error::WorkerDied`]. To keep
+//! the raw lines while logging the rest, filter the target out:
+//! `RUST_LOG=info,procpool::worker_output=off`.
+//!
+//! The pool does its work on a thread of its own, and logs there to the
+//! subscriber that was in effect where [`Builder::build`] ran, including
+//! one set only for that thread (`tracing::subscriber::with_default`,
+//! `set_default`); if none was, to the global default, even one installed
+//! after `build()`. A job's span is created on that thread, so it is not
+//! a child of the span that submitted the job.
+//!
+//! ```
+//! use procpool::{ProcessPoolExecutor, Task};
+//! use serde::{Deserialize, Serialize};
+//! use tracing_subscriber::EnvFilter;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Hello(u32);
+//!
+//! impl Task for Hello {
+//!     type Output = u32;
+//!     fn run(self) -> u32 {
+//!         println!("hello from job {}", self.0); // one `procpool::worker_output` event
+//!         self.0
+//!     }
+//! }
+//! procpool::register!(Hello);
+//!
+//! fn main() {
+//!     procpool::init();
+//!     // `RUST_LOG=procpool=debug` adds the workers and every job;
+//!     // `RUST_LOG=info,procpool::worker_output=off` keeps worker lines raw.
+//!     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+//!     tracing_subscriber::fmt().with_env_filter(filter).init();
+//!     let rt = tokio::runtime::Runtime::new().unwrap();
+//!     rt.block_on(async {
+//!         let pool = ProcessPoolExecutor::builder().workers(1).build().await.unwrap();
+//!         assert_eq!(pool.submit(Hello(7)).await.unwrap(), 7);
+//!         pool.shutdown().await;
+//!     });
+//! }
+//! ```
+//!
+//! This prints (with `tracing-subscriber`'s `env-filter` feature):
+//!
+//! ```text
+//! 2026-12-02T18:25:55.380443Z  INFO procpool::worker_output: hello from job 7 pid=22660 job=1
+//! ```
+//!
+//! Worker processes carry the program's name: `ps`, `top`, `pstree` and
+//! `pgrep -x myapp` (which match the process name) show a worker of
+//! `myapp` as `myapp`, like the host (cut to 15 bytes by the kernel, as the
+//! host's is), and its command line (`ps -o args`, `pgrep -f`) reads
+//! `/path/to/myapp (procpool worker)`. A worker started with
+//! [`Builder::program`] keeps the name and command line it was started
+//! with.
+//!
 //! # Implementation
 //!
 //! Each pool has one thread of its own (named `procpool`) running a
@@ -195,9 +277,12 @@
 //! (one runtime thread, I/O and timers enabled); with
 //! [`Builder::jobs_per_worker`] above 1, the reading thread hands each job
 //! to that runtime (async tasks) or its blocking threads (everything else),
-//! and results go back in the order jobs finish. A worker's stdout and stderr (including a task's `println!`) are
-//! forwarded to the host's stderr with a `[procpool worker PID]` prefix; the
-//! protocol uses a private copy of the original stdout descriptor.
+//! and results go back in the order jobs finish. A worker's stdout and
+//! stderr (including a task's `println!`) are forwarded to the host's
+//! stderr with a `[procpool worker PID]` prefix, or become
+//! `procpool::worker_output` events (see [Logs and
+//! tracing](#logs-and-tracing)); the protocol uses a private copy of the
+//! original stdout descriptor.
 //!
 //! Frames are a 4-byte little-endian length and a body; the length is
 //! checked against [`Builder::max_frame_size`] before anything is allocated.

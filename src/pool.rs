@@ -596,7 +596,10 @@ impl Builder {
     /// Whether what workers write to stdout and stderr is re-emitted on the
     /// host's stderr, each line prefixed with `[procpool worker PID]`
     /// (default: true). The last lines are kept for
-    /// [`Error::WorkerDied`] either way.
+    /// [`Error::WorkerDied`] either way. While a `tracing` subscriber takes
+    /// `procpool::worker_output` events, each line is such an event instead
+    /// and is not written to stderr, whether this is on or off (see
+    /// [Logs and tracing](crate#logs-and-tracing)).
     ///
     /// Lines are written by a thread of the pool's own, so a host stderr
     /// that blocks (a full pipe nobody reads) never stalls the pool. While

@@ -6,9 +6,9 @@
 //! stderr, whose lines become `procpool::worker_output` events or are
 //! forwarded to the host's stderr (by a thread of the pool's own, see
 //! [`OutputForwarder`](crate::output::OutputForwarder)), and are remembered
-//! (the last lines) for error reports. The I/O task owns the `Child`: it is the only one that
-//! reaps it, so the pid (and process group id) cannot be reused while
-//! anything here may still signal it.
+//! (the last lines) for error reports. The I/O task owns the `Child`: it
+//! is the only one that reaps it, so the pid (and process group id) cannot
+//! be reused while anything here may still signal it.
 
 use std::collections::VecDeque;
 use std::process::Stdio;
