@@ -241,6 +241,7 @@ mod error;
 mod frame;
 #[doc(hidden)]
 pub mod fuzz;
+mod global;
 mod handle;
 mod host;
 mod job;
