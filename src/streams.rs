@@ -442,10 +442,14 @@ impl<O: DeserializeOwned + Send + 'static> MapStream<O> {
     /// bottleneck: for single tasks, four per worker slot
     /// ([`workers`](crate::Builder::workers) ×
     /// [`jobs_per_worker`](crate::Builder::jobs_per_worker)) plus 32 per
-    /// worker, the jobs a busy worker holds sent ahead
-    /// ([`prefetch`](crate::Builder::prefetch)); with a
-    /// [`chunk_size`](Self::chunk_size) above 1, four batches per worker
-    /// slot.
+    /// worker, as many jobs as a busy worker holds sent ahead at the
+    /// default [`prefetch`](crate::Builder::prefetch) (with a smaller
+    /// window, workers wait for the map to submit their next job: with 2
+    /// workers and tiny jobs, a window of 8 ran at about a third of the
+    /// rate); with a [`chunk_size`](Self::chunk_size) above 1, four batches
+    /// per worker slot. A window is memory only: each job in it holds its
+    /// encoded task and, in `map`, a finished result waiting for those
+    /// before it.
     pub fn in_flight(self, n: usize) -> Self {
         self.configure(|o| o.in_flight = Some(n.max(1)))
     }
