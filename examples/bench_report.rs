@@ -37,6 +37,12 @@
 //!   workers with `jobs_per_worker(64)`, against the same wait as a
 //!   blocking task with one job per worker (64 jobs): jobs/s.
 //!
+//! - W2 map defaults (`PROCPOOL_BENCH_ONLY=w2map`): 20,000 no-op jobs on 2
+//!   workers through `submit` + `JobSet` (all submitted at once) against
+//!   `map_unordered` at its defaults, with `in_flight(8)` (the window
+//!   before it was widened) and with `chunk_size(16)`, interleaved in one
+//!   run: jobs/s, median of 5 rounds.
+//!
 //! Python (`benches/python_pool.py`, if `python3` is on the PATH) and
 //! `procspawn` run W1, W2, W4 and W5 (64 MiB) with 2 workers; their rows
 //! compare them with procpool's figures from this run.
@@ -75,6 +81,9 @@ const SCALING_ROUNDS: usize = 5;
 const THROUGHPUT_JOBS: u64 = 200_000;
 const MAP_CHUNK: usize = 1_000;
 const SCALING_JOBS: u64 = 64;
+/// W2 map defaults: jobs per round, and timed rounds (after one warm-up).
+const MAP_DEFAULT_JOBS: u64 = 20_000;
+const MAP_DEFAULT_ROUNDS: usize = 5;
 const SCALING_JOB_TIME: Duration = Duration::from_millis(20);
 const COLD_START_ROUNDS: usize = 20;
 const MIB: usize = 1 << 20;
@@ -190,6 +199,9 @@ fn main() {
         if run("w7") {
             w7_async(&rt, &mut report);
         }
+        if run("w2map") {
+            w2_map_defaults(&rt, &mut report);
+        }
         report.print();
         return;
     }
@@ -201,6 +213,7 @@ fn main() {
     let w5 = w5_payload(&rt, &mut report);
     w6_memory(&rt, &mut report);
     w7_async(&rt, &mut report);
+    w2_map_defaults(&rt, &mut report);
     let ours = Ours {
         w1: w1.two_workers,
         w2_submit: w2.0,
@@ -543,6 +556,97 @@ fn w2_throughput(rt: &Runtime, report: &mut Report, floor_p50: f64) -> (f64, f64
         ),
     );
     (submit_rate, map_rate)
+}
+
+/// W2 map defaults: the same tiny jobs through `submit` + `JobSet` (all
+/// submitted at once) and through `map_unordered`, at its default settings,
+/// with the old default window of four jobs per worker, and with
+/// `chunk_size(16)`, interleaved round by round on one pool.
+fn w2_map_defaults(rt: &Runtime, report: &mut Report) {
+    use futures::StreamExt;
+    eprintln!("W2 map defaults: {MAP_DEFAULT_JOBS} no-op jobs, JobSet vs map_unordered...");
+    async fn job_set(pool: &ProcessPoolExecutor) -> f64 {
+        let t = Instant::now();
+        let mut set = procpool::JobSet::new();
+        for i in 0..MAP_DEFAULT_JOBS {
+            set.spawn(pool, common::Noop(i));
+        }
+        let mut n = 0;
+        while let Some((_, r)) = set.join_next().await {
+            r.expect("a no-op job failed");
+            n += 1;
+        }
+        assert_eq!(n, MAP_DEFAULT_JOBS);
+        MAP_DEFAULT_JOBS as f64 / t.elapsed().as_secs_f64()
+    }
+    async fn unordered(pool: &ProcessPoolExecutor, in_flight: usize, chunk: usize) -> f64 {
+        let t = Instant::now();
+        let mut stream = pool.map_unordered((0..MAP_DEFAULT_JOBS).map(common::Noop));
+        if in_flight > 0 {
+            stream = stream.in_flight(in_flight);
+        }
+        if chunk > 1 {
+            stream = stream.chunk_size(chunk);
+        }
+        let mut n = 0;
+        while let Some(r) = stream.next().await {
+            r.expect("a no-op job failed");
+            n += 1;
+        }
+        assert_eq!(n, MAP_DEFAULT_JOBS);
+        MAP_DEFAULT_JOBS as f64 / t.elapsed().as_secs_f64()
+    }
+    let [set, default, old_window, chunked] = rt.block_on(async {
+        let pool = build_pool(2).await;
+        let old = 4 * pool.workers();
+        let mut rates: [Vec<f64>; 4] = Default::default();
+        for round in 0..=MAP_DEFAULT_ROUNDS {
+            let r = [
+                job_set(&pool).await,
+                unordered(&pool, 0, 1).await,
+                unordered(&pool, old, 1).await,
+                unordered(&pool, 0, 16).await,
+            ];
+            // Round 0 is the warm-up.
+            if round > 0 {
+                for (v, x) in rates.iter_mut().zip(r) {
+                    v.push(x);
+                }
+            }
+        }
+        pool.shutdown().await;
+        rates.map(median)
+    });
+    let jobs = group(MAP_DEFAULT_JOBS as f64);
+    let vs = format!("submit + JobSet {} jobs/s", group(set));
+    report.add(
+        2,
+        Row::new(
+            &format!("W2 {jobs} no-op jobs, 2 workers, map_unordered defaults"),
+            format!("{} jobs/s", group(default)),
+            vs.clone(),
+            format!("{:.2}x", default / set),
+        )
+        .target("≥ 1.0x submit + JobSet", default >= set),
+    );
+    report.add(
+        2,
+        Row::new(
+            &format!("W2 {jobs} no-op jobs, 2 workers, map_unordered in_flight(8)"),
+            format!("{} jobs/s", group(old_window)),
+            vs.clone(),
+            format!("{:.2}x", old_window / set),
+        ),
+    );
+    report.add(
+        2,
+        Row::new(
+            &format!("W2 {jobs} no-op jobs, 2 workers, map_unordered chunk_size(16)"),
+            format!("{} jobs/s", group(chunked)),
+            vs,
+            format!("{:.2}x", chunked / set),
+        ),
+    );
 }
 
 fn w3_scaling(rt: &Runtime, report: &mut Report) {

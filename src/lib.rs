@@ -326,6 +326,7 @@ mod error;
 mod frame;
 #[doc(hidden)]
 pub mod fuzz;
+mod global;
 mod handle;
 mod host;
 mod job;
@@ -356,7 +357,7 @@ pub use progress::{
     Progress, report_progress, report_progress_message, set_worker_state, worker_state,
 };
 pub use stats::PoolStats;
-pub use streams::{AsCompleted, JobSet, MapStream, as_completed};
+pub use streams::{AsCompleted, IndexedMapStream, JobSet, MapStream, as_completed};
 pub use task::{Emitter, StreamTask, Task};
 pub use worker::init;
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::stream::{BoxStream, FuturesUnordered, Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -11,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, stage_error};
 use crate::handle::{JobHandle, RawHandle, decode_slice};
 use crate::msg::JobId;
+use crate::options::JobOptions;
 use crate::pool::ProcessPoolExecutor;
 use crate::protocol::{self, ItemResult};
 use crate::slot::Encoded;
@@ -135,6 +137,21 @@ impl<T: DeserializeOwned> JobSet<T> {
         self.insert(pool.submit(task))
     }
 
+    /// Submits `task` to `pool` with per-job options (a timeout, retries:
+    /// see [`ProcessPoolExecutor::submit_with`]) and adds its job to the
+    /// set.
+    pub fn spawn_with<K>(
+        &mut self,
+        pool: &ProcessPoolExecutor,
+        task: K,
+        options: JobOptions,
+    ) -> JobId
+    where
+        K: Task<Output = T>,
+    {
+        self.insert(pool.submit_with(task, options))
+    }
+
     /// Adds an already submitted job to the set.
     pub fn insert(&mut self, handle: JobHandle<T>) -> JobId {
         let id = handle.id();
@@ -202,7 +219,9 @@ impl<T: DeserializeOwned> JobSet<T> {
 impl ProcessPoolExecutor {
     /// Runs `task` on every item of `tasks` and yields the results in input
     /// order, keeping a bounded number of jobs in flight (see
-    /// [`MapStream`] for the options: `in_flight`, `chunk_size`).
+    /// [`MapStream`] for the options: `in_flight`, `chunk_size`, and per-job
+    /// `options`, `timeout`, `retries`; [`MapStream::indexed`] tells which
+    /// input each result belongs to).
     ///
     /// Tasks are pulled from the iterator only as results are consumed, so
     /// a huge input never sits in memory. Each item yields its own
@@ -262,28 +281,66 @@ impl ProcessPoolExecutor {
 /// Settings of a [`MapStream`].
 #[derive(Debug, Clone, Copy)]
 struct MapOptions {
-    in_flight: usize,
+    /// `None`: the default, which depends on the chunk size.
+    in_flight: Option<usize>,
     chunk_size: usize,
     ordered: bool,
+    job: JobOptions,
 }
 
-type MakeStream<O> = Box<dyn FnOnce(MapOptions) -> BoxStream<'static, Result<O, Error>> + Send>;
+/// A result with the position of its task in the input.
+type Indexed<O> = (usize, Result<O, Error>);
+
+type MakeStream<O> = Box<dyn FnOnce(MapOptions) -> BoxStream<'static, Indexed<O>> + Send>;
 
 enum MapState<O> {
     Ready(MakeStream<O>, MapOptions),
-    Running(BoxStream<'static, Result<O, Error>>),
+    Running(BoxStream<'static, Indexed<O>>),
     Done,
+}
+
+/// How many jobs sent ahead each worker may hold by default
+/// ([`Builder::prefetch`](crate::Builder::prefetch)); the default window
+/// of an unbatched map covers them.
+const DEFAULT_PREFETCH: usize = 32;
+
+/// The default window of a map: for single tasks, enough jobs to keep
+/// every worker's slots busy and its jobs sent ahead topped up, plus a few
+/// per slot waiting in the pool's queue, so that no worker waits for the
+/// map to submit its next task; for batches (which already amortize the
+/// round trip) four per slot.
+fn default_in_flight(workers: usize, jobs_per_worker: usize, chunk_size: usize) -> usize {
+    let slots = workers.max(1) * jobs_per_worker.max(1);
+    if chunk_size <= 1 {
+        slots * 4 + workers.max(1) * DEFAULT_PREFETCH
+    } else {
+        slots * 4
+    }
+}
+
+/// The options of one batch of `count` tasks: the per-task timeout times
+/// `count`; retries as given (a retry runs the whole batch again).
+fn batch_options(job: JobOptions, count: usize) -> JobOptions {
+    let mut batch = job;
+    if let Some(t) = job.timeout {
+        batch.timeout = Some(t.saturating_mul(u32::try_from(count).unwrap_or(u32::MAX)));
+    }
+    batch
 }
 
 /// The stream of results returned by
 /// [`ProcessPoolExecutor::map`](crate::ProcessPoolExecutor::map) and its
-/// variants.
+/// variants: one `Result` per task. [`indexed`](MapStream::indexed) adds
+/// each task's position in the input.
 ///
 /// It pulls tasks from its input only as results are consumed, keeping at
 /// most [`in_flight`](MapStream::in_flight) jobs submitted at a time, so a
 /// long (or endless) input never sits in memory at once. Set the options
-/// before the first poll. Dropping the stream cancels the jobs in flight.
-/// The stream holds a clone of the pool, keeping it alive.
+/// ([`in_flight`](MapStream::in_flight),
+/// [`chunk_size`](MapStream::chunk_size), [`options`](MapStream::options),
+/// [`timeout`](MapStream::timeout), [`retries`](MapStream::retries)) before
+/// the first poll. Dropping the stream cancels the jobs in flight. The
+/// stream holds a clone of the pool, keeping it alive.
 #[must_use = "streams do nothing unless polled"]
 pub struct MapStream<O> {
     state: MapState<O>,
@@ -308,18 +365,24 @@ impl<O: DeserializeOwned + Send + 'static> MapStream<O> {
     {
         let pool = pool.clone();
         let opts = MapOptions {
-            in_flight: pool.workers().max(1) * pool.jobs_per_worker().max(4),
+            in_flight: None,
             chunk_size: 1,
             ordered,
+            job: JobOptions::default(),
         };
         let make: MakeStream<O> = Box::new(move |opts: MapOptions| {
-            let n = opts.in_flight.max(1);
+            let n = opts.in_flight.unwrap_or_else(|| {
+                default_in_flight(pool.workers(), pool.jobs_per_worker(), opts.chunk_size)
+            });
+            let n = n.max(1);
+            let job = opts.job;
+            let tasks = tasks.enumerate();
             if opts.chunk_size <= 1 {
                 // With a bounded queue, each job waits for room (as
                 // `submit_wait` does) instead of failing with `Overloaded`.
-                let jobs = tasks.map(move |t| {
+                let jobs = tasks.map(move |(i, t)| {
                     let pool = pool.clone();
-                    async move { pool.submit_wait(t).await.await }
+                    async move { (i, pool.submit_wait_with(t, job).await.await) }
                 });
                 if opts.ordered {
                     jobs.buffered(n).boxed()
@@ -327,14 +390,20 @@ impl<O: DeserializeOwned + Send + 'static> MapStream<O> {
                     jobs.buffer_unordered(n).boxed()
                 }
             } else {
+                // A chunk holds consecutive tasks: its results' positions
+                // are the first task's plus their place in the chunk.
                 let batches = tasks.ready_chunks(opts.chunk_size).map(move |chunk| {
                     let pool = pool.clone();
+                    let first = chunk.first().map_or(0, |(i, _)| *i);
+                    let chunk: Vec<T> = chunk.into_iter().map(|(_, t)| t).collect();
                     let count = chunk.len();
                     async move {
                         let raw = pool
-                            .submit_batch_wait(chunk, crate::JobOptions::default())
+                            .submit_batch_wait(chunk, batch_options(job, count))
                             .await;
-                        BatchJob::<O>::new(raw, count, std::any::type_name::<T>()).await
+                        let results =
+                            BatchJob::<O>::new(raw, count, std::any::type_name::<T>()).await;
+                        (first, results)
                     }
                 });
                 let batches = if opts.ordered {
@@ -342,7 +411,16 @@ impl<O: DeserializeOwned + Send + 'static> MapStream<O> {
                 } else {
                     batches.buffer_unordered(n).boxed()
                 };
-                batches.flat_map(futures::stream::iter).boxed()
+                batches
+                    .flat_map(|(first, results)| {
+                        futures::stream::iter(
+                            results
+                                .into_iter()
+                                .enumerate()
+                                .map(move |(k, r)| (first + k, r)),
+                        )
+                    })
+                    .boxed()
             }
         });
         MapStream {
@@ -350,37 +428,112 @@ impl<O: DeserializeOwned + Send + 'static> MapStream<O> {
         }
     }
 
-    fn options(mut self, f: impl FnOnce(&mut MapOptions)) -> Self {
+    fn configure(mut self, f: impl FnOnce(&mut MapOptions)) -> Self {
         if let MapState::Ready(_, opts) = &mut self.state {
             f(opts);
         }
         self
     }
 
-    /// How many jobs (or batches) may be submitted and unfinished at once
-    /// (default: four per worker, or
-    /// [`jobs_per_worker`](crate::Builder::jobs_per_worker) per worker if
-    /// that is more). Only effective before the first poll.
+    /// How many jobs (or batches) may be submitted and unfinished at once.
+    /// Only effective before the first poll.
+    ///
+    /// The default keeps every worker busy without the map ever being the
+    /// bottleneck: for single tasks, four per worker slot
+    /// ([`workers`](crate::Builder::workers) ×
+    /// [`jobs_per_worker`](crate::Builder::jobs_per_worker)) plus 32 per
+    /// worker, as many jobs as a busy worker holds sent ahead at the
+    /// default [`prefetch`](crate::Builder::prefetch) (with a smaller
+    /// window, workers wait for the map to submit their next job: with 2
+    /// workers and tiny jobs, a window of 8 ran at about a third of the
+    /// rate); with a [`chunk_size`](Self::chunk_size) above 1, four batches
+    /// per worker slot. A window is memory only: each job in it holds its
+    /// encoded task and, in `map`, a finished result waiting for those
+    /// before it.
     pub fn in_flight(self, n: usize) -> Self {
-        self.options(|o| o.in_flight = n.max(1))
+        self.configure(|o| o.in_flight = Some(n.max(1)))
     }
 
     /// Sends tasks to the workers in batches of up to `n` (Python's
     /// `chunksize`): one frame and one round trip per batch instead of per
     /// task, which multiplies throughput for small tasks. The items of a
     /// batch run one after another on one worker; each still yields its own
-    /// result (a panic fails only its item). A worker death or a cancel
-    /// fails the whole batch. Default 1 (no batching). Only effective before
-    /// the first poll.
+    /// result (a panic fails only its item). A batch is one job: its results
+    /// arrive together when the whole batch is done, and a worker death, a
+    /// timeout or a cancel fails every item of the batch (see
+    /// [`options`](Self::options)). Default 1 (no batching). Only effective
+    /// before the first poll.
     pub fn chunk_size(self, n: usize) -> Self {
-        self.options(|o| o.chunk_size = n.max(1))
+        self.configure(|o| o.chunk_size = n.max(1))
     }
-}
 
-impl<O: DeserializeOwned + Send + 'static> Stream for MapStream<O> {
-    type Item = Result<O, Error>;
+    /// Options for every job of this map, as
+    /// [`submit_with`](crate::ProcessPoolExecutor::submit_with) takes for
+    /// one job: a [timeout](JobOptions::timeout) and
+    /// [retries](JobOptions::retries). Without them the pool's defaults
+    /// apply ([`Builder::job_timeout`](crate::Builder::job_timeout), no
+    /// retries). Only effective before the first poll.
+    ///
+    /// With a [`chunk_size`](Self::chunk_size) `k` above 1, a batch is one
+    /// job, so:
+    ///
+    /// - the timeout given here is per task: a batch of `k` tasks gets `k`
+    ///   times it, counted from when the batch starts on its worker. When
+    ///   it expires, every task of the batch fails with
+    ///   [`Error::TimedOut`] (whose `timeout` is the batch's), including
+    ///   those that had finished, since a batch answers at once. The pool's
+    ///   `job_timeout`, when no timeout is given here, applies to each
+    ///   batch as a whole, not multiplied;
+    /// - a retry runs the whole batch again (tasks that had finished run
+    ///   twice), so retries are only for idempotent tasks, as always.
+    pub fn options(self, options: JobOptions) -> Self {
+        self.configure(|o| o.job = options)
+    }
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    /// Sets the timeout of every job of this map (per task, also in
+    /// batches: see [`options`](Self::options)); shortcut for
+    /// `options(JobOptions::new().timeout(timeout))` that keeps the other
+    /// options.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.configure(|o| o.job = o.job.timeout(timeout))
+    }
+
+    /// Sets the retries of every job of this map (a retry runs a whole
+    /// batch again: see [`options`](Self::options)); shortcut for
+    /// `options(JobOptions::new().retries(n))` that keeps the other
+    /// options.
+    pub fn retries(self, n: u32) -> Self {
+        self.configure(|o| o.job = o.job.retries(n))
+    }
+
+    /// Yields each result with the position of its task in the input
+    /// (0-based), so that a failure can be tied to what caused it. The
+    /// order of the results is unchanged (input order for `map`,
+    /// completion order for `map_unordered`). The options can be set before
+    /// or after this call, up to the first poll.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: procpool::ProcessPoolExecutor, files: Vec<String>) {
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Parse(String);
+    /// # impl procpool::Task for Parse { type Output = u64; fn run(self) -> u64 { 0 } }
+    /// use futures::StreamExt;
+    /// use std::time::Duration;
+    /// let mut results = pool
+    ///     .map_unordered(files.clone().into_iter().map(Parse))
+    ///     .timeout(Duration::from_millis(500))
+    ///     .indexed();
+    /// while let Some((i, result)) = results.next().await {
+    ///     if let Err(e) = result {
+    ///         eprintln!("{}: {e}", files[i]);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn indexed(self) -> IndexedMapStream<O> {
+        IndexedMapStream { inner: self }
+    }
+
+    fn poll_indexed(&mut self, cx: &mut Context<'_>) -> Poll<Option<Indexed<O>>> {
         loop {
             match &mut self.state {
                 MapState::Running(s) => {
@@ -401,6 +554,69 @@ impl<O: DeserializeOwned + Send + 'static> Stream for MapStream<O> {
                 }
             }
         }
+    }
+}
+
+impl<O: DeserializeOwned + Send + 'static> Stream for MapStream<O> {
+    type Item = Result<O, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_indexed(cx).map(|r| r.map(|(_, r)| r))
+    }
+}
+
+/// A [`MapStream`] whose results come with the position of their task in
+/// the input (0-based): made by [`MapStream::indexed`].
+///
+/// It has the same options as [`MapStream`] (set them before the first
+/// poll) and behaves the same way otherwise: dropping it cancels the jobs
+/// in flight.
+#[must_use = "streams do nothing unless polled"]
+pub struct IndexedMapStream<O> {
+    inner: MapStream<O>,
+}
+
+impl<O> fmt::Debug for IndexedMapStream<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("IndexedMapStream")
+            .field(&self.inner)
+            .finish()
+    }
+}
+
+impl<O: DeserializeOwned + Send + 'static> IndexedMapStream<O> {
+    /// As [`MapStream::in_flight`].
+    pub fn in_flight(self, n: usize) -> Self {
+        self.inner.in_flight(n).indexed()
+    }
+
+    /// As [`MapStream::chunk_size`]; the positions stay those of the
+    /// tasks, not of the batches.
+    pub fn chunk_size(self, n: usize) -> Self {
+        self.inner.chunk_size(n).indexed()
+    }
+
+    /// As [`MapStream::options`].
+    pub fn options(self, options: JobOptions) -> Self {
+        self.inner.options(options).indexed()
+    }
+
+    /// As [`MapStream::timeout`].
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.inner.timeout(timeout).indexed()
+    }
+
+    /// As [`MapStream::retries`].
+    pub fn retries(self, n: u32) -> Self {
+        self.inner.retries(n).indexed()
+    }
+}
+
+impl<O: DeserializeOwned + Send + 'static> Stream for IndexedMapStream<O> {
+    type Item = (usize, Result<O, Error>);
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_indexed(cx)
     }
 }
 
