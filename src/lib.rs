@@ -275,6 +275,8 @@ pub use streams::{AsCompleted, JobSet, MapStream, as_completed};
 pub use task::{Emitter, StreamTask, Task};
 pub use worker::init;
 
+pub use procpool_macros::task;
+
 /// Support items for the macros; not a public API.
 #[doc(hidden)]
 pub mod __private {
@@ -282,7 +284,15 @@ pub mod __private {
     pub use crate::task::{TASKS, TaskEntry};
     pub use ctor;
     pub use linkme;
+    pub use serde;
 }
+
+/// The examples and the rejected forms in the docs of [`task`], run as
+/// doc tests of this crate (the attribute's own crate cannot run them
+/// under this crate's `cargo test`).
+#[cfg(doctest)]
+#[doc = include_str!("../procpool-macros/src/task.md")]
+struct TaskAttributeDocs;
 
 /// Installs [`init()`] as a constructor that runs before `main`.
 ///
