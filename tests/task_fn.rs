@@ -87,6 +87,17 @@ async fn hold(dir: PathBuf) {
     std::future::pending::<()>().await;
 }
 
+/// procpool under another path, as a crate that re-exports it has it.
+mod reexported {
+    pub use procpool as pool_crate;
+}
+
+/// Generated code that names procpool through that path.
+#[procpool::task(crate = crate::reexported::pool_crate)]
+fn via_reexport(n: u32) -> u32 {
+    n + 1
+}
+
 /// A value whose serialization always fails.
 #[derive(serde::Deserialize)]
 struct Unencodable;
@@ -163,6 +174,19 @@ async fn the_struct_literal_form_builds_the_same_task() {
         .await
         .unwrap();
     assert_eq!(sum, 42);
+    bounded("shutdown", pool.shutdown()).await;
+}
+
+#[tokio::test]
+async fn the_crate_argument_names_a_reexported_procpool() {
+    let pool = pool(1).await;
+    let n = bounded(
+        "a task fn through a re-export",
+        pool.submit(via_reexport::new(1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 2);
     bounded("shutdown", pool.shutdown()).await;
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn signature(sig: &Signature) -> syn::Result<()> {
              in a worker process)",
         );
     }
-    if let Some(t) = &sig.unsafety {
+    if let syn::Safety::Unsafe(t) = &sig.safety {
         errors.push(
             t,
             "a task fn cannot be `unsafe`: a worker calls it with arguments decoded from a \
@@ -201,7 +201,7 @@ fn generic_arguments(args: &PathArguments, place: Place, errors: &mut Errors) {
             }
         }
         PathArguments::Parenthesized(p) => {
-            p.inputs.iter().for_each(|t| owned(t, place, errors));
+            p.inputs.iter().for_each(|a| owned(&a.ty, place, errors));
             if let ReturnType::Type(_, t) = &p.output {
                 owned(t, place, errors);
             }
