@@ -44,6 +44,8 @@
 //! - [`Task`]: a serializable value with a `run` method; register each task
 //!   type with [`register!`]. [`AsyncTask`] and [`StreamTask`] are the
 //!   async and the item-streaming kinds.
+//! - [`#[procpool::task]`](task): the short way, on a plain `fn` or
+//!   `async fn`: submit `f::new(args..)` and `f(args..)` runs in a worker.
 //! - [`init()`]: the worker guard, first line of `main`. In test binaries
 //!   and benches use [`init_before_main!`] once per file instead.
 //! - [`ProcessPoolExecutor`]: `submit` returns a [`JobHandle`], a future of
