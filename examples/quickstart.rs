@@ -5,24 +5,15 @@
 
 use std::time::Instant;
 
-use procpool::{ProcessPoolExecutor, Task};
-use serde::{Deserialize, Serialize};
+use procpool::ProcessPoolExecutor;
 
-/// Count the primes in `start..end`.
-#[derive(Serialize, Deserialize)]
-struct CountPrimes {
-    start: u64,
-    end: u64,
+/// Counts the primes in `start..end`. The attribute keeps this a plain fn
+/// and adds the task `count_primes::new(start, end)` that runs it in a
+/// worker process.
+#[procpool::task]
+fn count_primes(start: u64, end: u64) -> u64 {
+    (start..end).filter(|&n| is_prime(n)).count() as u64
 }
-
-impl Task for CountPrimes {
-    type Output = u64;
-
-    fn run(self) -> u64 {
-        (self.start..self.end).filter(|&n| is_prime(n)).count() as u64
-    }
-}
-procpool::register!(CountPrimes);
 
 fn is_prime(n: u64) -> bool {
     if n < 2 {
@@ -66,14 +57,14 @@ fn main() {
         let t = Instant::now();
         let serial: Vec<u64> = ranges
             .iter()
-            .map(|&(start, end)| CountPrimes { start, end }.run())
+            .map(|&(start, end)| count_primes(start, end))
             .collect();
         let serial_time = t.elapsed();
 
         let t = Instant::now();
         let handles: Vec<_> = ranges
             .iter()
-            .map(|&(start, end)| pool.submit(CountPrimes { start, end }))
+            .map(|&(start, end)| pool.submit(count_primes::new(start, end)))
             .collect();
         let mut parallel = Vec::new();
         for h in handles {

@@ -35,7 +35,8 @@ use crate::task::{
 ///
 /// Every `AsyncTask` is a [`Task`] too, so register it with
 /// [`register!`](crate::register) and submit it like any task; nothing
-/// else changes on the host side.
+/// else changes on the host side. [`#[procpool::task]`](crate::task) on an
+/// `async fn` generates an `AsyncTask` and registers it.
 ///
 /// Cancelling the job (dropping its handle, [`JobHandle::cancel`], a
 /// timeout) drops the task's future inside the worker at its next `.await`,

@@ -44,6 +44,8 @@
 //! - [`Task`]: a serializable value with a `run` method; register each task
 //!   type with [`register!`]. [`AsyncTask`] and [`StreamTask`] are the
 //!   async and the item-streaming kinds.
+//! - [`#[procpool::task]`](task): the short way, on a plain `fn` or
+//!   `async fn`: submit `f::new(args..)` and `f(args..)` runs in a worker.
 //! - [`init()`]: the worker guard, first line of `main`. In test binaries
 //!   and benches use [`init_before_main!`] once per file instead.
 //! - [`ProcessPoolExecutor`]: `submit` returns a [`JobHandle`], a future of
@@ -361,6 +363,8 @@ pub use streams::{AsCompleted, IndexedMapStream, JobSet, MapStream, as_completed
 pub use task::{Emitter, StreamTask, Task};
 pub use worker::init;
 
+pub use procpool_macros::task;
+
 /// Support items for the macros; not a public API.
 #[doc(hidden)]
 pub mod __private {
@@ -368,7 +372,15 @@ pub mod __private {
     pub use crate::task::{TASKS, TaskEntry};
     pub use ctor;
     pub use linkme;
+    pub use serde;
 }
+
+/// The examples and the rejected forms in the docs of [`task`], run as
+/// doc tests of this crate (the attribute's own crate cannot run them
+/// under this crate's `cargo test`).
+#[cfg(doctest)]
+#[doc = include_str!("../procpool-macros/src/task.md")]
+struct TaskAttributeDocs;
 
 /// Installs [`init()`] as a constructor that runs before `main`.
 ///

@@ -38,6 +38,11 @@ use crate::protocol::FailStage;
 /// every async task is a `Task` through a blanket impl, so it is submitted
 /// and registered the same way.
 ///
+/// Often a plain fn is all a task needs: [`#[procpool::task]`](crate::task)
+/// on a `fn` (or an `async fn`) generates the struct, this impl and the
+/// registration, so `pool.submit(square::new(7))` runs `square(7)` in a
+/// worker.
+///
 /// ```
 /// use serde::{Deserialize, Serialize};
 ///
