@@ -251,6 +251,7 @@ mod pool;
 mod process;
 mod progress;
 mod protocol;
+mod serde_diag;
 #[cfg(feature = "tower")]
 mod service;
 mod slot;

@@ -262,11 +262,12 @@ impl ProcessPoolExecutor {
             let index = task::index_of::<T>()?;
             let mut buf = Vec::with_capacity(64 + 16 * tasks.len());
             let mut item = Vec::new();
-            frame::write_frame(&mut buf, self.inner.max_frame, |buf| {
+            let max = self.inner.max_frame;
+            frame::write_frame(&mut buf, max, |buf| {
                 protocol::put_batch_header(buf, id.0, index, tasks.len() as u64);
                 for t in &tasks {
                     item.clear();
-                    frame::encode_into(t, &mut item)?;
+                    frame::encode_into(t, &mut item, max).map_err(|e| encode_failure(t, e))?;
                     frame::put_varint(buf, item.len() as u64);
                     frame::reserve(buf, item.len());
                     buf.extend_from_slice(&item);
@@ -889,18 +890,12 @@ fn validate(cfg: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-fn encode_error<T>(e: &postcard::Error) -> Error {
-    Error::Serialization {
-        stage: SerdeStage::EncodeTask,
-        type_name: std::any::type_name::<T>().to_owned(),
-        message: e.to_string(),
-    }
-}
-
-/// Why a job frame could not be built: the task did not serialize, or the
-/// frame is over the maximum size.
+/// Why a job frame could not be built: the task did not serialize (with
+/// the message that says where), its encoding passed the maximum frame
+/// size, or the frame is over it.
 enum JobFrameError {
-    Encode(postcard::Error),
+    Encode(String),
+    TooLarge(frame::EncodeError),
     Frame(frame::FrameError),
 }
 
@@ -910,9 +905,12 @@ impl From<frame::FrameError> for JobFrameError {
     }
 }
 
-impl From<postcard::Error> for JobFrameError {
-    fn from(e: postcard::Error) -> Self {
-        JobFrameError::Encode(e)
+/// Why `task` failed to encode with `e` (the diagnosis runs only now that
+/// it failed).
+fn encode_failure<T: Serialize + ?Sized>(task: &T, e: frame::EncodeError) -> JobFrameError {
+    match e {
+        frame::EncodeError::Serde(_) => JobFrameError::Encode(task::encode_message(task, &e)),
+        frame::EncodeError::TooLarge { .. } => JobFrameError::TooLarge(e),
     }
 }
 
@@ -920,7 +918,17 @@ impl From<postcard::Error> for JobFrameError {
 /// built.
 fn job_frame_error<T>(e: JobFrameError) -> Error {
     match e {
-        JobFrameError::Encode(e) => encode_error::<T>(&e),
+        JobFrameError::Encode(message) => Error::Serialization {
+            stage: SerdeStage::EncodeTask,
+            type_name: std::any::type_name::<T>().to_owned(),
+            message,
+        },
+        JobFrameError::TooLarge(e) => Error::Protocol {
+            message: format!(
+                "the task `{}` is too large: {e}",
+                std::any::type_name::<T>()
+            ),
+        },
         JobFrameError::Frame(e) => Error::Protocol {
             message: format!(
                 "the task `{}` is too large: {e}",
@@ -940,7 +948,7 @@ fn encode_job_frame<T: Serialize>(
     let mut buf = Vec::with_capacity(64);
     frame::write_frame(&mut buf, max, |buf| {
         protocol::put_job_header(buf, id, index);
-        Ok(frame::encode_into(task, buf)?)
+        frame::encode_into(task, buf, max).map_err(|e| encode_failure(task, e))
     })
     .map_err(job_frame_error::<T>)?;
     Ok(buf)

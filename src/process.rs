@@ -358,7 +358,14 @@ async fn run_initializer(w: &mut Spawned, init: &Initializer) -> Result<(), Hand
     };
     match protocol::decode_from_worker(body) {
         Ok(FromWorker::Done { id: 0, .. }) => Ok(()),
-        Ok(FromWorker::Panicked { id: 0, message }) => Err(fail(format!("it panicked: {message}"))),
+        Ok(FromWorker::Panicked {
+            id: 0,
+            message,
+            location,
+        }) => Err(fail(match location {
+            Some(at) => format!("it panicked at {at}: {message}"),
+            None => format!("it panicked: {message}"),
+        })),
         Ok(FromWorker::Failed { id: 0, message, .. }) => Err(fail(message)),
         Ok(other) => Err(Handshake::Protocol(format!(
             "expected the initializer's result, got {other:?}"

@@ -334,7 +334,11 @@ impl Driver {
         };
         let input = match msg {
             FromWorker::Done { id, body, offset } => finished(id, Ok(Encoded { body, offset })),
-            FromWorker::Panicked { id, message } => finished(id, Err(Error::Panicked { message })),
+            FromWorker::Panicked {
+                id,
+                message,
+                location,
+            } => finished(id, Err(Error::Panicked { message, location })),
             FromWorker::Cancelled { id } => finished(id, Err(Error::Cancelled)),
             FromWorker::Failed { id, stage, message } => {
                 let task = self.core.payload(JobId(id)).map(|e| e.task);
