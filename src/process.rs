@@ -362,6 +362,7 @@ async fn run_initializer(w: &mut Spawned, init: &Initializer) -> Result<(), Hand
             id: 0,
             message,
             location,
+            ..
         }) => Err(fail(match location {
             Some(at) => format!("it panicked at {at}: {message}"),
             None => format!("it panicked: {message}"),

@@ -35,6 +35,8 @@ const REVOKED: u8 = 0x15;
 const PROGRESS: u8 = 0x16;
 const ITEM: u8 = 0x17;
 const CANCELLED: u8 = 0x18;
+/// A panic frame from a worker that ends with the panic (`panic = "abort"`).
+const PANICKED_ENDING: u8 = 0x19;
 
 /// Where in the worker a job failed without panicking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,11 +270,14 @@ pub(crate) enum FromWorker {
         body: Vec<u8>,
         offset: usize,
     },
-    /// The job panicked (at `location`, if known).
+    /// The job panicked (at `location`, if known). `ending`: the worker
+    /// process ends with this panic (it was built with `panic = "abort"`),
+    /// so no job may be sent to it any more.
     Panicked {
         id: u64,
         message: String,
         location: Option<String>,
+        ending: bool,
     },
     /// The job failed in the worker's glue code.
     Failed {
@@ -387,9 +392,16 @@ pub(crate) fn put_done_header(buf: &mut Vec<u8>, id: u64) {
 }
 
 /// Writes a panic frame: the id, the location (see [`put_location`]),
-/// then the message to the end of the frame.
-pub(crate) fn put_panicked(buf: &mut Vec<u8>, id: u64, message: &str, location: Option<&str>) {
-    buf.push(PANICKED);
+/// then the message to the end of the frame. `ending`: the worker ends
+/// with this panic.
+pub(crate) fn put_panicked(
+    buf: &mut Vec<u8>,
+    id: u64,
+    message: &str,
+    location: Option<&str>,
+    ending: bool,
+) {
+    buf.push(if ending { PANICKED_ENDING } else { PANICKED });
     put_varint(buf, id);
     put_location(buf, location);
     buf.extend_from_slice(message.as_bytes());
@@ -484,13 +496,14 @@ pub(crate) fn decode_from_worker(body: Vec<u8>) -> Result<FromWorker, String> {
             let offset = body.len() - rest.len();
             Ok(FromWorker::Done { id, body, offset })
         }
-        PANICKED => {
+        PANICKED | PANICKED_ENDING => {
             let id = take_varint(&mut rest).ok_or_else(|| bad("panic"))?;
             let location = take_location(&mut rest).ok_or_else(|| bad("panic"))?;
             Ok(FromWorker::Panicked {
                 id,
                 message: String::from_utf8_lossy(rest).into_owned(),
                 location,
+                ending: kind == PANICKED_ENDING,
             })
         }
         FAILED => {
@@ -588,23 +601,25 @@ mod tests {
     #[test]
     fn panics_round_trip_with_and_without_a_location() {
         let mut b = Vec::new();
-        put_panicked(&mut b, 9, "boom: 42", Some("src/jobs.rs:12:5"));
+        put_panicked(&mut b, 9, "boom: 42", Some("src/jobs.rs:12:5"), false);
         assert_eq!(
             decode_from_worker(b.clone()).unwrap(),
             FromWorker::Panicked {
                 id: 9,
                 message: "boom: 42".into(),
                 location: Some("src/jobs.rs:12:5".into()),
+                ending: false,
             }
         );
         b.clear();
-        put_panicked(&mut b, 9, "", None);
+        put_panicked(&mut b, 9, "", None, true);
         assert_eq!(
             decode_from_worker(b.clone()).unwrap(),
             FromWorker::Panicked {
                 id: 9,
                 message: String::new(),
                 location: None,
+                ending: true,
             }
         );
 

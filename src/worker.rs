@@ -523,7 +523,7 @@ fn put_outcome(
     let reported = frame::append_frame(out, max_frame, |out| {
         match &failure {
             RunFailure::Panicked(p) => {
-                protocol::put_panicked(out, id, &p.message, p.location.as_deref());
+                protocol::put_panicked(out, id, &p.message, p.location.as_deref(), false);
             }
             RunFailure::Failed(stage, m) => protocol::put_failed(out, id, *stage, m),
             RunFailure::Cancelled => protocol::put_cancelled(out, id),
@@ -618,9 +618,13 @@ fn panicked_frame(id: u64, panic: &Panic, max: usize) -> Option<Vec<u8>> {
         message = &message[..cut];
     }
     frame::build(fixed + message.len(), max, |f| {
-        protocol::put_panicked(f, id, message, location);
+        protocol::put_panicked(f, id, message, location, true);
     })
-    .or_else(|_| frame::build(32, max, |f| protocol::put_panicked(f, id, message, None)))
+    .or_else(|_| {
+        frame::build(32, max, |f| {
+            protocol::put_panicked(f, id, message, None, true);
+        })
+    })
     .ok()
 }
 
@@ -714,6 +718,7 @@ mod tests {
                     id: 8,
                     message,
                     location,
+                    ending: false,
                 },
             ] => {
                 assert_eq!(&body[*offset..], b"output");
