@@ -239,9 +239,18 @@ impl ProcessPoolExecutor {
         task: &T,
     ) -> Result<(u32, Vec<u8>), Error> {
         self.check_open()?;
-        let index = task::index_of::<T>()?;
-        let frame = encode_job_frame(id.0, index, task, self.inner.max_frame)?;
-        Ok((index, frame))
+        let encoded = task::index_of::<T>().and_then(|index| {
+            let frame = encode_job_frame(id.0, index, task, self.inner.max_frame)?;
+            Ok((index, frame))
+        });
+        encoded.inspect_err(|_| self.count_failed_at_submit())
+    }
+
+    /// Counts a job that failed at submit because of its task (it does not
+    /// serialize, is too large for a frame, or its type is not registered)
+    /// in `stats().failed`, once: no slot of the pool's ever holds it.
+    fn count_failed_at_submit(&self) {
+        self.inner.shared.failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Submits `tasks` as one batch job: one frame, run one after another by
@@ -259,7 +268,7 @@ impl ProcessPoolExecutor {
         };
         let id = self.next_id();
         let encoded = self.check_open().and_then(|()| {
-            let index = task::index_of::<T>()?;
+            let index = task::index_of::<T>().inspect_err(|_| self.count_failed_at_submit())?;
             let mut buf = Vec::with_capacity(64 + 16 * tasks.len());
             let mut item = Vec::new();
             let max = self.inner.max_frame;
@@ -274,7 +283,8 @@ impl ProcessPoolExecutor {
                 }
                 Ok::<(), JobFrameError>(())
             })
-            .map_err(job_frame_error::<T>)?;
+            .map_err(job_frame_error::<T>)
+            .inspect_err(|_| self.count_failed_at_submit())?;
             Ok((index, buf))
         });
         encoded
