@@ -39,6 +39,35 @@ use crate::protocol::FailStage;
 /// every async task is a `Task` through a blanket impl, so it is submitted
 /// and registered the same way.
 ///
+/// # Performance: mark byte buffers with `serde_bytes`
+///
+/// serde sees a plain `Vec<u8>` (or `&[u8]`, `[u8; N]`) as a sequence of
+/// separate `u8` values, so it is encoded and decoded one byte at a time:
+/// moving 300 MB that way ran at 127–275 MB/s, against 350–623 MB/s for
+/// the same bytes marked `#[serde(with = "serde_bytes")]` (the
+/// [`serde_bytes`](https://docs.rs/serde_bytes) crate), which are copied
+/// as one block. Mark every large byte buffer in tasks and outputs:
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Compress {
+///     #[serde(with = "serde_bytes")]
+///     data: Vec<u8>,
+/// }
+///
+/// impl procpool::Task for Compress {
+///     type Output = serde_bytes::ByteBuf; // the same for outputs
+///     fn run(self) -> serde_bytes::ByteBuf {
+///         serde_bytes::ByteBuf::from(self.data) // (the real work here)
+///     }
+/// }
+/// procpool::register!(Compress);
+/// ```
+///
+/// # Example
+///
 /// ```
 /// use serde::{Deserialize, Serialize};
 ///
