@@ -348,6 +348,9 @@ pub(crate) fn build(
 ///   report with a long message) an `EncodeOutput` failure saying so (the
 ///   host sees `Error::Serialization`); with a small `max` that report's
 ///   message is cut to fit (`worker::put_outcome`);
+/// - a value (task, output or item) is encoded with [`encode_into`],
+///   which stops as soon as the value passes `max`, so a value too large
+///   fails after `max` bytes of work, not its full size;
 /// - a streamed item that fails to encode or is too large panics in the
 ///   task (the job fails with `Error::Panicked`);
 /// - a progress report too large is dropped; start and revoke notices
@@ -537,6 +540,28 @@ mod tests {
         });
         assert_eq!(e, Err(FrameError::Io("no".into())));
         assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn encoding_stops_as_soon_as_a_value_passes_the_limit() {
+        let mut buf = b"head".to_vec();
+        // 100 bytes of string plus a one-byte length: 101 bytes.
+        let value = "x".repeat(100);
+        encode_into(&value, &mut buf, 101).unwrap();
+        assert_eq!(buf.len(), 4 + 101);
+        let mut buf = b"head".to_vec();
+        assert!(matches!(
+            encode_into(&value, &mut buf, 100),
+            Err(EncodeError::TooLarge { max: 100 })
+        ));
+        // The string's bytes were refused whole: nothing past the limit.
+        assert!(buf.len() <= 4 + 100);
+        // Element by element (a plain `Vec<u8>`): stops at the limit.
+        let mut buf = Vec::new();
+        let e = encode_into(&vec![0u8; 1 << 20], &mut buf, 1000).unwrap_err();
+        assert!(matches!(e, EncodeError::TooLarge { max: 1000 }));
+        assert_eq!(buf.len(), 1000);
+        assert!(e.to_string().contains("of 1000 bytes"), "{e}");
     }
 
     #[test]
