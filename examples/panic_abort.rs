@@ -4,8 +4,9 @@
 //!
 //! Run with: `cargo run --profile panic-abort --example panic_abort`
 //! (`tests/task_panic_abort.rs` builds and runs it). It prints one line per
-//! job, `first: ...` and `second: ...`, then `respawns: N` and
-//! `panic strategy: ...`.
+//! job, `first: ...` and `second: ...`, then `queued behind: ...` for a
+//! panic with jobs waiting behind it, `respawns: N` and `panic strategy:
+//! ...`.
 
 use procpool::{Error, ProcessPoolExecutor, Task};
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,18 @@ fn main() {
             Ok(v) => println!("second: ok {v}"),
             Err(e) => println!("second: error {e:?}"),
         }
+        // A panic with jobs queued behind it (sent ahead to the worker):
+        // only the panicking job fails; the others run on the replacement.
+        let boom = pool.submit(Boom);
+        let answers: Vec<_> = (0..3).map(|_| pool.submit(Answer)).collect();
+        let panicked = boom.await.as_ref().is_err_and(Error::is_panic);
+        let mut ok = 0;
+        for answer in answers {
+            if answer.await == Ok(42) {
+                ok += 1;
+            }
+        }
+        println!("queued behind: panicked={panicked} ok={ok}");
         println!("respawns: {}", pool.stats().respawns);
         pool.shutdown().await;
     });

@@ -1,6 +1,7 @@
 //! In a binary built with `panic = "abort"`, a panicking task still fails
 //! its job with `Error::Panicked` (message and location), not
-//! `WorkerDied`, and the pool replaces the worker: the next job succeeds.
+//! `WorkerDied`, and the pool replaces the worker: the next job succeeds,
+//! and so do jobs that were waiting behind the panicking one.
 //!
 //! The test binary itself unwinds, so this builds `examples/panic_abort.rs`
 //! with the `panic-abort` profile (into its own target directory under
@@ -136,8 +137,9 @@ fn a_panic_in_an_abort_build_is_reported_as_a_panic_and_the_worker_replaced() {
         "the next job runs on a replacement worker"
     );
     assert_eq!(
-        line("respawns: "),
-        "1",
-        "the aborted worker was replaced once"
+        line("queued behind: "),
+        "panicked=true ok=3",
+        "jobs sent ahead to a worker that aborts run on its replacement"
     );
+    assert_eq!(line("respawns: "), "2", "each aborted worker was replaced");
 }
