@@ -18,9 +18,7 @@ use futures::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::task::{
-    AsyncEntry, AsyncRun, RunFailure, Task, decode_task, encode_output, panic_message,
-};
+use crate::task::{AsyncEntry, AsyncRun, Panic, RunFailure, Task, decode_task, encode_output};
 
 /// A task whose `run` is an `async fn`, for I/O-heavy or mixed work that
 /// must still be isolated in another process: a flaky native client
@@ -109,7 +107,7 @@ fn start<T: AsyncTask>(payload: &[u8]) -> Result<AsyncRun, RunFailure> {
         let output = AssertUnwindSafe(async move { AsyncTask::run(task).await })
             .catch_unwind()
             .await
-            .map_err(|p| RunFailure::Panicked(panic_message(p.as_ref())))?;
+            .map_err(|p| RunFailure::Panicked(Panic::caught(p.as_ref())))?;
         let mut out = Vec::new();
         encode_output(&output, &mut out)?;
         Ok(out)

@@ -85,11 +85,19 @@ fn signal_name(sig: i32) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The task panicked; the worker caught the panic and keeps serving.
-    #[error("the task panicked: {message}")]
+    /// The task panicked. The worker caught the panic and keeps serving
+    /// (in a binary built with `panic = "abort"`, the worker reported the
+    /// panic, ended, and was replaced).
+    ///
+    /// Match it with `Error::Panicked { message, .. }`: a pattern without
+    /// `..` does not compile since `location` was added.
+    #[error("the task panicked{}: {message}", fmt_location(location))]
     Panicked {
         /// The panic message.
         message: String,
+        /// Where the task panicked, as `file:line:column`
+        /// (`src/jobs.rs:12:5`); `None` when unknown.
+        location: Option<String>,
     },
 
     /// The worker process running the job died (crashed, aborted, exited or
@@ -255,6 +263,14 @@ pub(crate) fn stage_error(stage: FailStage, type_name: &str, message: String) ->
         FailStage::UnknownTask => Error::Protocol {
             message: format!("the worker has no task `{type_name}`: {message}"),
         },
+    }
+}
+
+/// ` at {location}`, or nothing if the location is unknown.
+fn fmt_location(location: &Option<String>) -> String {
+    match location {
+        Some(at) => format!(" at {at}"),
+        None => String::new(),
     }
 }
 

@@ -348,6 +348,9 @@ pub(crate) fn build(
 ///   report with a long message) an `EncodeOutput` failure saying so (the
 ///   host sees `Error::Serialization`); with a small `max` that report's
 ///   message is cut to fit (`worker::put_outcome`);
+/// - a value (task, output or item) is encoded with [`encode_into`],
+///   which stops as soon as the value passes `max`, so a value too large
+///   fails after `max` bytes of work, not its full size;
 /// - a streamed item that fails to encode or is too large panics in the
 ///   task (the job fails with `Error::Panicked`);
 /// - a progress report too large is dropped; start and revoke notices
@@ -379,30 +382,90 @@ pub(crate) fn reserve(buf: &mut Vec<u8>, additional: usize) {
     }
 }
 
+/// Why [`encode_into`] failed.
+#[derive(Debug)]
+pub(crate) enum EncodeError {
+    /// The value's `Serialize` failed (postcard's error).
+    Serde(postcard::Error),
+    /// The value's encoding passed `max` bytes; encoding stopped there.
+    TooLarge { max: usize },
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::Serde(e) => e.fmt(f),
+            EncodeError::TooLarge { max } => write!(
+                f,
+                "the value is larger than the maximum frame size (`max_frame_size`) of {max} \
+                 bytes; encoding stopped there (raise it with `Builder::max_frame_size` if such \
+                 values are expected)"
+            ),
+        }
+    }
+}
+
 /// Serializes `value` with postcard onto the end of `buf`, keeping what it
 /// holds. Byte runs (`serde_bytes` payloads, strings) are appended with one
 /// `memcpy`, into room made by [`reserve`].
+///
+/// Encoding stops with [`EncodeError::TooLarge`] as soon as the value
+/// takes more than `max` bytes, so a value too large for a frame costs
+/// `max` bytes of work, not its full size. On any error `buf` may hold
+/// part of the value: the caller's frame builder discards it.
 pub(crate) fn encode_into<T: serde::Serialize + ?Sized>(
     value: &T,
     buf: &mut Vec<u8>,
-) -> postcard::Result<()> {
-    postcard::serialize_with_flavor(value, Append(buf))
+    max: usize,
+) -> Result<(), EncodeError> {
+    let limit = buf.len().saturating_add(max);
+    match postcard::serialize_with_flavor(value, Append { buf, limit }) {
+        Ok(()) => Ok(()),
+        // Only the flavor reports a full buffer, and only past the limit.
+        Err(postcard::Error::SerializeBufferFull) => Err(EncodeError::TooLarge { max }),
+        Err(e) => Err(EncodeError::Serde(e)),
+    }
 }
 
-/// The postcard output flavor of [`encode_into`].
-struct Append<'a>(&'a mut Vec<u8>);
+/// The largest value a worker encodes (its output, or a streamed item):
+/// the worker's maximum frame size, set when it starts serving.
+static WORKER_MAX: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_FRAME);
+
+/// Sets the worker's maximum frame size (see [`worker_max`]).
+pub(crate) fn set_worker_max(max: usize) {
+    WORKER_MAX.store(max, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The worker's maximum frame size, the limit of the values it encodes.
+pub(crate) fn worker_max() -> usize {
+    WORKER_MAX.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The postcard output flavor of [`encode_into`]: appends to the vector,
+/// refusing to grow it past `limit` bytes.
+struct Append<'a> {
+    buf: &'a mut Vec<u8>,
+    limit: usize,
+}
 
 impl postcard::ser_flavors::Flavor for Append<'_> {
     type Output = ();
 
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
+        if self.buf.len() >= self.limit {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.push(data);
         Ok(())
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        reserve(self.0, data.len());
-        self.0.extend_from_slice(data);
+        if data.len() > self.limit.saturating_sub(self.buf.len()) {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        reserve(self.buf, data.len());
+        self.buf.extend_from_slice(data);
         Ok(())
     }
 
@@ -477,6 +540,28 @@ mod tests {
         });
         assert_eq!(e, Err(FrameError::Io("no".into())));
         assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn encoding_stops_as_soon_as_a_value_passes_the_limit() {
+        let mut buf = b"head".to_vec();
+        // 100 bytes of string plus a one-byte length: 101 bytes.
+        let value = "x".repeat(100);
+        encode_into(&value, &mut buf, 101).unwrap();
+        assert_eq!(buf.len(), 4 + 101);
+        let mut buf = b"head".to_vec();
+        assert!(matches!(
+            encode_into(&value, &mut buf, 100),
+            Err(EncodeError::TooLarge { max: 100 })
+        ));
+        // The string's bytes were refused whole: nothing past the limit.
+        assert!(buf.len() <= 4 + 100);
+        // Element by element (a plain `Vec<u8>`): stops at the limit.
+        let mut buf = Vec::new();
+        let e = encode_into(&vec![0u8; 1 << 20], &mut buf, 1000).unwrap_err();
+        assert!(matches!(e, EncodeError::TooLarge { max: 1000 }));
+        assert_eq!(buf.len(), 1000);
+        assert!(e.to_string().contains("of 1000 bytes"), "{e}");
     }
 
     #[test]

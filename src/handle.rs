@@ -230,7 +230,7 @@ pub(crate) fn decode_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error
         Err(e) => Err(Error::Serialization {
             stage: SerdeStage::DecodeOutput,
             type_name: std::any::type_name::<T>().to_owned(),
-            message: e.to_string(),
+            message: crate::serde_diag::decode_failure::<T>(bytes, &e),
         }),
     }
 }

@@ -80,8 +80,10 @@
 //!
 //! # What happens when things go wrong
 //!
-//! - A task that panics fails its job with [`Error::Panicked`]; the worker
-//!   keeps serving.
+//! - A task that panics fails its job with [`Error::Panicked`] (its message
+//!   and `file:line:column`); the worker keeps serving. In a binary built
+//!   with `panic = "abort"` the job fails the same way and the worker,
+//!   which ends with the panic, is replaced.
 //! - A worker that dies (abort, segfault, `exit`, a kill from outside) fails
 //!   only the job it was running (with [`Builder::jobs_per_worker`] above 1,
 //!   the jobs it was running), with [`Error::WorkerDied`] (exit status and
@@ -339,6 +341,7 @@ mod pool;
 mod process;
 mod progress;
 mod protocol;
+mod serde_diag;
 #[cfg(feature = "tower")]
 mod service;
 mod slot;

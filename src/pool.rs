@@ -239,9 +239,18 @@ impl ProcessPoolExecutor {
         task: &T,
     ) -> Result<(u32, Vec<u8>), Error> {
         self.check_open()?;
-        let index = task::index_of::<T>()?;
-        let frame = encode_job_frame(id.0, index, task, self.inner.max_frame)?;
-        Ok((index, frame))
+        let encoded = task::index_of::<T>().and_then(|index| {
+            let frame = encode_job_frame(id.0, index, task, self.inner.max_frame)?;
+            Ok((index, frame))
+        });
+        encoded.inspect_err(|_| self.count_failed_at_submit())
+    }
+
+    /// Counts a job that failed at submit because of its task (it does not
+    /// serialize, is too large for a frame, or its type is not registered)
+    /// in `stats().failed`, once: no slot of the pool's ever holds it.
+    fn count_failed_at_submit(&self) {
+        self.inner.shared.failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Submits `tasks` as one batch job: one frame, run one after another by
@@ -259,21 +268,23 @@ impl ProcessPoolExecutor {
         };
         let id = self.next_id();
         let encoded = self.check_open().and_then(|()| {
-            let index = task::index_of::<T>()?;
+            let index = task::index_of::<T>().inspect_err(|_| self.count_failed_at_submit())?;
             let mut buf = Vec::with_capacity(64 + 16 * tasks.len());
             let mut item = Vec::new();
-            frame::write_frame(&mut buf, self.inner.max_frame, |buf| {
+            let max = self.inner.max_frame;
+            frame::write_frame(&mut buf, max, |buf| {
                 protocol::put_batch_header(buf, id.0, index, tasks.len() as u64);
                 for t in &tasks {
                     item.clear();
-                    frame::encode_into(t, &mut item)?;
+                    frame::encode_into(t, &mut item, max).map_err(|e| encode_failure(t, e))?;
                     frame::put_varint(buf, item.len() as u64);
                     frame::reserve(buf, item.len());
                     buf.extend_from_slice(&item);
                 }
                 Ok::<(), JobFrameError>(())
             })
-            .map_err(job_frame_error::<T>)?;
+            .map_err(job_frame_error::<T>)
+            .inspect_err(|_| self.count_failed_at_submit())?;
             Ok((index, buf))
         });
         encoded
@@ -897,18 +908,12 @@ fn validate(cfg: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-fn encode_error<T>(e: &postcard::Error) -> Error {
-    Error::Serialization {
-        stage: SerdeStage::EncodeTask,
-        type_name: std::any::type_name::<T>().to_owned(),
-        message: e.to_string(),
-    }
-}
-
-/// Why a job frame could not be built: the task did not serialize, or the
-/// frame is over the maximum size.
+/// Why a job frame could not be built: the task did not serialize (with
+/// the message that says where), its encoding passed the maximum frame
+/// size, or the frame is over it.
 enum JobFrameError {
-    Encode(postcard::Error),
+    Encode(String),
+    TooLarge(frame::EncodeError),
     Frame(frame::FrameError),
 }
 
@@ -918,9 +923,12 @@ impl From<frame::FrameError> for JobFrameError {
     }
 }
 
-impl From<postcard::Error> for JobFrameError {
-    fn from(e: postcard::Error) -> Self {
-        JobFrameError::Encode(e)
+/// Why `task` failed to encode with `e` (the diagnosis runs only now that
+/// it failed).
+fn encode_failure<T: Serialize + ?Sized>(task: &T, e: frame::EncodeError) -> JobFrameError {
+    match e {
+        frame::EncodeError::Serde(_) => JobFrameError::Encode(task::encode_message(task, &e)),
+        frame::EncodeError::TooLarge { .. } => JobFrameError::TooLarge(e),
     }
 }
 
@@ -928,7 +936,17 @@ impl From<postcard::Error> for JobFrameError {
 /// built.
 fn job_frame_error<T>(e: JobFrameError) -> Error {
     match e {
-        JobFrameError::Encode(e) => encode_error::<T>(&e),
+        JobFrameError::Encode(message) => Error::Serialization {
+            stage: SerdeStage::EncodeTask,
+            type_name: std::any::type_name::<T>().to_owned(),
+            message,
+        },
+        JobFrameError::TooLarge(e) => Error::Protocol {
+            message: format!(
+                "the task `{}` is too large: {e}",
+                std::any::type_name::<T>()
+            ),
+        },
         JobFrameError::Frame(e) => Error::Protocol {
             message: format!(
                 "the task `{}` is too large: {e}",
@@ -948,7 +966,7 @@ fn encode_job_frame<T: Serialize>(
     let mut buf = Vec::with_capacity(64);
     frame::write_frame(&mut buf, max, |buf| {
         protocol::put_job_header(buf, id, index);
-        Ok(frame::encode_into(task, buf)?)
+        frame::encode_into(task, buf, max).map_err(|e| encode_failure(task, e))
     })
     .map_err(job_frame_error::<T>)?;
     Ok(buf)

@@ -141,7 +141,7 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
         cmd.current_dir(dir);
     }
     let mut child = cmd.spawn().map_err(|e| Error::Spawn {
-        message: format!("starting `{}` failed: {e}", program.display()),
+        message: format!("starting `{}` failed: {e}", shown_program(&program)),
     })?;
     let pid = child.id().unwrap_or(0);
     let (Some(stdin), Some(stdout), Some(stderr)) =
@@ -181,7 +181,7 @@ pub(crate) async fn spawn(cfg: &Config) -> Result<Spawned, Error> {
     let status = spawned.child.wait().await.map(ExitStatus::from).ok();
     let _ = tokio::time::timeout(STDERR_DRAIN, &mut spawned.stderr_task).await;
     let tail = tail_text(&spawned.tail);
-    let program = program.display().to_string();
+    let program = shown_program(&program);
     Err(match failure {
         Handshake::MissingInit => Error::MissingInit { program },
         Handshake::Exited if status == Some(ExitStatus::Code(EXIT_MISSING_INIT)) => {
@@ -238,12 +238,15 @@ async fn start(w: &mut Spawned, cfg: &Config) -> Result<(), Handshake> {
     }
 }
 
+/// The file this process runs, on Linux.
+const PROC_SELF_EXE: &str = "/proc/self/exe";
+
 fn default_program() -> Result<std::path::PathBuf, Error> {
     // On Linux, /proc/self/exe is the very file this process runs, even if
     // the binary on disk was rebuilt or removed since.
     #[cfg(target_os = "linux")]
     {
-        let p = std::path::PathBuf::from("/proc/self/exe");
+        let p = std::path::PathBuf::from(PROC_SELF_EXE);
         if p.exists() {
             return Ok(p);
         }
@@ -251,6 +254,18 @@ fn default_program() -> Result<std::path::PathBuf, Error> {
     std::env::current_exe().map_err(|e| Error::Spawn {
         message: format!("cannot find the current executable to re-execute: {e}"),
     })
+}
+
+/// The worker program as messages name it: for the default program
+/// (`/proc/self/exe`, which is what is executed), the real path of this
+/// executable.
+fn shown_program(program: &std::path::Path) -> String {
+    if program == std::path::Path::new(PROC_SELF_EXE) {
+        if let Ok(real) = std::fs::read_link(program).or_else(|_| std::env::current_exe()) {
+            return real.display().to_string();
+        }
+    }
+    program.display().to_string()
 }
 
 enum Handshake {
@@ -363,7 +378,15 @@ async fn run_initializer(w: &mut Spawned, init: &Initializer) -> Result<(), Hand
     };
     match protocol::decode_from_worker(body) {
         Ok(FromWorker::Done { id: 0, .. }) => Ok(()),
-        Ok(FromWorker::Panicked { id: 0, message }) => Err(fail(format!("it panicked: {message}"))),
+        Ok(FromWorker::Panicked {
+            id: 0,
+            message,
+            location,
+            ..
+        }) => Err(fail(match location {
+            Some(at) => format!("it panicked at {at}: {message}"),
+            None => format!("it panicked: {message}"),
+        })),
         Ok(FromWorker::Failed { id: 0, message, .. }) => Err(fail(message)),
         Ok(other) => Err(Handshake::Protocol(format!(
             "expected the initializer's result, got {other:?}"

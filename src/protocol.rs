@@ -11,7 +11,7 @@
 use crate::frame::{put_varint, take_varint};
 
 /// Version of the wire protocol; host and worker must agree.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 
 /// Written by a worker before its first frame.
 pub(crate) const MAGIC: &[u8; 8] = b"\0PRCPOOL";
@@ -35,6 +35,8 @@ const REVOKED: u8 = 0x15;
 const PROGRESS: u8 = 0x16;
 const ITEM: u8 = 0x17;
 const CANCELLED: u8 = 0x18;
+/// A panic frame from a worker that ends with the panic (`panic = "abort"`).
+const PANICKED_ENDING: u8 = 0x19;
 
 /// Where in the worker a job failed without panicking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +169,8 @@ pub(crate) const ITEM_PANICKED: u8 = 1;
 pub(crate) const ITEM_FAILED: u8 = 2;
 
 /// Appends one batch item result: a tag, for failures the stage, then a
-/// length-prefixed body (the encoded output or the message).
+/// length-prefixed body (the encoded output or the message). A panicked
+/// item is appended with [`put_item_panicked`] instead.
 pub(crate) fn put_item_result(buf: &mut Vec<u8>, tag: u8, stage: Option<FailStage>, body: &[u8]) {
     buf.push(tag);
     if let Some(stage) = stage {
@@ -177,10 +180,46 @@ pub(crate) fn put_item_result(buf: &mut Vec<u8>, tag: u8, stage: Option<FailStag
     buf.extend_from_slice(body);
 }
 
+/// Appends the result of a batch item that panicked: the tag, the panic's
+/// location (see [`put_location`]), then the length-prefixed message.
+pub(crate) fn put_item_panicked(buf: &mut Vec<u8>, message: &str, location: Option<&str>) {
+    buf.push(ITEM_PANICKED);
+    put_location(buf, location);
+    put_varint(buf, message.len() as u64);
+    buf.extend_from_slice(message.as_bytes());
+}
+
+/// Appends a panic's location: a varint of its length plus one (zero when
+/// unknown), then its bytes.
+fn put_location(buf: &mut Vec<u8>, location: Option<&str>) {
+    match location {
+        None => put_varint(buf, 0),
+        Some(at) => {
+            put_varint(buf, at.len() as u64 + 1);
+            buf.extend_from_slice(at.as_bytes());
+        }
+    }
+}
+
+/// Reads a location written by [`put_location`]; `None` if malformed (a
+/// bad length, or not UTF-8), `Some(None)` if it was unknown.
+fn take_location(bytes: &mut &[u8]) -> Option<Option<String>> {
+    let len = take_varint(bytes)?;
+    let Some(len) = len.checked_sub(1) else {
+        return Some(None);
+    };
+    let (at, rest) = bytes.split_at_checked(usize::try_from(len).ok()?)?;
+    *bytes = rest;
+    Some(Some(std::str::from_utf8(at).ok()?.to_owned()))
+}
+
 /// One item of a batch result, as decoded by the host.
 pub(crate) enum ItemResult<'a> {
     Ok(&'a [u8]),
-    Panicked(String),
+    Panicked {
+        message: String,
+        location: Option<String>,
+    },
     Failed(FailStage, String),
 }
 
@@ -194,14 +233,20 @@ pub(crate) fn take_item_result<'a>(bytes: &mut &'a [u8]) -> Option<ItemResult<'a
     } else {
         None
     };
+    let location = if tag == ITEM_PANICKED {
+        take_location(&mut rest)?
+    } else {
+        None
+    };
     let len = usize::try_from(take_varint(&mut rest)?).ok()?;
     let (body, rest) = rest.split_at_checked(len)?;
     *bytes = rest;
     match (tag, stage) {
         (ITEM_OK, _) => Some(ItemResult::Ok(body)),
-        (ITEM_PANICKED, _) => Some(ItemResult::Panicked(
-            String::from_utf8_lossy(body).into_owned(),
-        )),
+        (ITEM_PANICKED, _) => Some(ItemResult::Panicked {
+            message: String::from_utf8_lossy(body).into_owned(),
+            location,
+        }),
         (ITEM_FAILED, Some(stage)) => Some(ItemResult::Failed(
             stage,
             String::from_utf8_lossy(body).into_owned(),
@@ -225,8 +270,15 @@ pub(crate) enum FromWorker {
         body: Vec<u8>,
         offset: usize,
     },
-    /// The job panicked.
-    Panicked { id: u64, message: String },
+    /// The job panicked (at `location`, if known). `ending`: the worker
+    /// process ends with this panic (it was built with `panic = "abort"`),
+    /// so no job may be sent to it any more.
+    Panicked {
+        id: u64,
+        message: String,
+        location: Option<String>,
+        ending: bool,
+    },
     /// The job failed in the worker's glue code.
     Failed {
         id: u64,
@@ -339,9 +391,19 @@ pub(crate) fn put_done_header(buf: &mut Vec<u8>, id: u64) {
     put_varint(buf, id);
 }
 
-pub(crate) fn put_panicked(buf: &mut Vec<u8>, id: u64, message: &str) {
-    buf.push(PANICKED);
+/// Writes a panic frame: the id, the location (see [`put_location`]),
+/// then the message to the end of the frame. `ending`: the worker ends
+/// with this panic.
+pub(crate) fn put_panicked(
+    buf: &mut Vec<u8>,
+    id: u64,
+    message: &str,
+    location: Option<&str>,
+    ending: bool,
+) {
+    buf.push(if ending { PANICKED_ENDING } else { PANICKED });
     put_varint(buf, id);
+    put_location(buf, location);
     buf.extend_from_slice(message.as_bytes());
 }
 
@@ -434,11 +496,14 @@ pub(crate) fn decode_from_worker(body: Vec<u8>) -> Result<FromWorker, String> {
             let offset = body.len() - rest.len();
             Ok(FromWorker::Done { id, body, offset })
         }
-        PANICKED => {
+        PANICKED | PANICKED_ENDING => {
             let id = take_varint(&mut rest).ok_or_else(|| bad("panic"))?;
+            let location = take_location(&mut rest).ok_or_else(|| bad("panic"))?;
             Ok(FromWorker::Panicked {
                 id,
                 message: String::from_utf8_lossy(rest).into_owned(),
+                location,
+                ending: kind == PANICKED_ENDING,
             })
         }
         FAILED => {
@@ -531,6 +596,65 @@ mod tests {
                 message: "nope".into()
             }
         );
+    }
+
+    #[test]
+    fn panics_round_trip_with_and_without_a_location() {
+        let mut b = Vec::new();
+        put_panicked(&mut b, 9, "boom: 42", Some("src/jobs.rs:12:5"), false);
+        assert_eq!(
+            decode_from_worker(b.clone()).unwrap(),
+            FromWorker::Panicked {
+                id: 9,
+                message: "boom: 42".into(),
+                location: Some("src/jobs.rs:12:5".into()),
+                ending: false,
+            }
+        );
+        b.clear();
+        put_panicked(&mut b, 9, "", None, true);
+        assert_eq!(
+            decode_from_worker(b.clone()).unwrap(),
+            FromWorker::Panicked {
+                id: 9,
+                message: String::new(),
+                location: None,
+                ending: true,
+            }
+        );
+
+        let mut items = Vec::new();
+        put_item_panicked(&mut items, "item boom", Some("src/a.rs:1:2"));
+        put_item_panicked(&mut items, "no place", None);
+        put_item_result(&mut items, ITEM_OK, None, b"out");
+        let mut rest = &items[..];
+        match take_item_result(&mut rest) {
+            Some(ItemResult::Panicked { message, location }) => {
+                assert_eq!(message, "item boom");
+                assert_eq!(location.as_deref(), Some("src/a.rs:1:2"));
+            }
+            _ => panic!("expected a panicked item"),
+        }
+        assert!(matches!(
+            take_item_result(&mut rest),
+            Some(ItemResult::Panicked { location: None, .. })
+        ));
+        assert!(matches!(
+            take_item_result(&mut rest),
+            Some(ItemResult::Ok(b"out"))
+        ));
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn a_malformed_panic_location_is_an_error() {
+        // A location longer than the frame, and one that is not UTF-8.
+        assert!(decode_from_worker(vec![PANICKED, 1, 10, b'a']).is_err());
+        assert!(decode_from_worker(vec![PANICKED, 1, 3, 0xff, 0xfe]).is_err());
+        // No location field at all.
+        assert!(decode_from_worker(vec![PANICKED, 1]).is_err());
+        let mut bad_item: &[u8] = &[ITEM_PANICKED, 3, 0xff, 0xfe, 0];
+        assert!(take_item_result(&mut bad_item).is_none());
     }
 
     #[test]

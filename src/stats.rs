@@ -85,7 +85,13 @@ pub struct PoolStats {
     /// Jobs that finished with a result.
     pub completed: u64,
     /// Jobs that finished with an error other than a cancel (panic, worker
-    /// death, timeout, serialization error, shutdown).
+    /// death, timeout, serialization error, shutdown). A job that fails at
+    /// submit because of its task (it does not serialize, is larger than
+    /// the maximum frame size, or its type is not registered) counts here
+    /// too, once, whether it was submitted with `submit`, `try_submit`,
+    /// `submit_wait`, `submit_stream` or `map`. A submission the pool
+    /// refuses ([`Error::Overloaded`](crate::Error::Overloaded), or any
+    /// after shutdown) is not a job and is not counted.
     pub failed: u64,
     /// Jobs cancelled while queued or running.
     pub cancelled: u64,

@@ -665,7 +665,9 @@ fn decode_batch<O: DeserializeOwned>(
         };
         out.push(match item {
             ItemResult::Ok(b) => decode_slice::<O>(b),
-            ItemResult::Panicked(message) => Err(Error::Panicked { message }),
+            ItemResult::Panicked { message, location } => {
+                Err(Error::Panicked { message, location })
+            }
             ItemResult::Failed(stage, message) => Err(stage_error(stage, task, message)),
         });
     }

@@ -21,7 +21,7 @@ use crate::frame::{self, FrameError, SyncFrameReader};
 use crate::job::{self, JobCtx};
 use crate::protocol::{self, FailStage, ToWorker};
 use crate::sys;
-use crate::task::{PutItem, RunFailure};
+use crate::task::{Panic, PutItem, RunFailure};
 
 mod concurrent;
 mod run;
@@ -173,6 +173,7 @@ fn serve(max_frame: usize, jobs: usize) -> i32 {
         return EXIT_IO;
     }
 
+    frame::set_worker_max(max_frame);
     let ctx = Arc::new(Worker {
         local: Mutex::new(Local::default()),
         wake: Condvar::new(),
@@ -180,6 +181,7 @@ fn serve(max_frame: usize, jobs: usize) -> i32 {
         output: Mutex::new(output),
         max_frame,
     });
+    install_panic_hook(ctx.clone());
     let sink = ctx.clone();
     let _ = crate::progress::SINK.set(Box::new(move |id, done, total, message| {
         // A report too large for a frame is dropped.
@@ -267,18 +269,15 @@ impl Worker {
     }
 
     /// Sends one item of the streaming job the caller runs in, waiting for
-    /// flow-control credit first. Returns false if the job was cancelled.
-    ///
-    /// # Panics
-    ///
-    /// Panics (in the task, failing its job) if the item fails to encode or
-    /// is too large for a frame.
-    fn emit_item(&self, put: PutItem<'_>) -> bool {
+    /// flow-control credit first. Returns false if the job was cancelled,
+    /// and why if the item failed to encode or is too large for a frame
+    /// (the task's `emit` then panics, failing its job).
+    fn emit_item(&self, put: PutItem<'_>) -> Result<bool, String> {
         let Some(ctx) = job::current() else {
-            return false;
+            return Ok(false);
         };
         if !ctx.take_credit() {
-            return false;
+            return Ok(false);
         }
         let mut f = Vec::with_capacity(64);
         let framed = frame::write_frame(&mut f, self.max_frame, |f| {
@@ -287,11 +286,33 @@ impl Worker {
         });
         match framed {
             Ok(()) => {}
-            Err(ItemError::Encode(e)) => panic!("a streamed item failed to serialize: {e}"),
-            Err(ItemError::Frame(e)) => panic!("a streamed item is too large: {e}"),
+            Err(ItemError::Encode(message)) => return Err(message),
+            Err(ItemError::Frame(e)) => return Err(format!("it is too large: {e}")),
         }
         self.write(&f);
-        true
+        Ok(true)
+    }
+
+    /// Writes `bytes` to the host from the panic hook of a process about
+    /// to abort. Waits a bounded time for the output: the panicking thread
+    /// itself may hold it, and the process must still end.
+    fn write_before_abort(&self, bytes: &[u8]) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let out = match self.output.try_lock() {
+                Ok(out) => Some(out),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut out) = out {
+                let _ = out.write_all(bytes);
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     fn serve(&self) -> ! {
@@ -458,7 +479,7 @@ impl Worker {
 
 /// Why an item frame could not be built.
 enum ItemError {
-    Encode(postcard::Error),
+    Encode(String),
     Frame(FrameError),
 }
 
@@ -503,7 +524,9 @@ fn put_outcome(
     };
     let reported = frame::append_frame(out, max_frame, |out| {
         match &failure {
-            RunFailure::Panicked(m) => protocol::put_panicked(out, id, m),
+            RunFailure::Panicked(p) => {
+                protocol::put_panicked(out, id, &p.message, p.location.as_deref(), false);
+            }
             RunFailure::Failed(stage, m) => protocol::put_failed(out, id, *stage, m),
             RunFailure::Cancelled => protocol::put_cancelled(out, id),
         }
@@ -553,6 +576,60 @@ fn put_status(out: &mut Vec<u8>, id: u64, max: usize, put: fn(&mut Vec<u8>, u64)
     });
 }
 
+/// Installs the worker's panic hook: it records each panic's location for
+/// the code that catches it ([`Panic::caught`]), and in a binary built
+/// with `panic = "abort"`, where nothing catches it, sends the failure of
+/// the job the panicking code runs in to the host before the process
+/// aborts. Then the previous hook runs (it prints the panic to stderr).
+fn install_panic_hook(worker: Arc<Worker>) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = crate::task::panic_message(info.payload());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        if cfg!(panic = "abort") {
+            if let Some(ctx) = job::current() {
+                let panic = Panic {
+                    message: message.clone(),
+                    location: location.clone(),
+                };
+                if let Some(f) = panicked_frame(ctx.id, &panic, worker.max_frame) {
+                    worker.write_before_abort(&f);
+                }
+            }
+        }
+        if let Some(at) = location {
+            crate::task::record_panic(message, at);
+        }
+        previous(info);
+    }));
+}
+
+/// The frame reporting that job `id` panicked, its message cut to fit
+/// `max` if need be; `None` if even that does not fit.
+fn panicked_frame(id: u64, panic: &Panic, max: usize) -> Option<Vec<u8>> {
+    let location = panic.location.as_deref();
+    let fixed = 32 + location.map_or(0, str::len);
+    let mut message = panic.message.as_str();
+    if fixed + message.len() > max {
+        let mut cut = max.saturating_sub(fixed).min(message.len());
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message = &message[..cut];
+    }
+    frame::build(fixed + message.len(), max, |f| {
+        protocol::put_panicked(f, id, message, location, true);
+    })
+    .or_else(|_| {
+        frame::build(32, max, |f| {
+            protocol::put_panicked(f, id, message, None, true);
+        })
+    })
+    .ok()
+}
+
 /// Runs every item of a batch, appending one item result per item. A
 /// cancel stops the batch between items (the host discards the result).
 fn run_batch(task: u32, items: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
@@ -572,10 +649,9 @@ fn run_batch(task: u32, items: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) 
             }
             Ok(payload) => match run_registered(task, payload, scratch) {
                 Ok(()) => (protocol::ITEM_OK, None, &scratch[..]),
-                Err(RunFailure::Panicked(msg)) => {
-                    scratch.clear();
-                    scratch.extend_from_slice(msg.as_bytes());
-                    (protocol::ITEM_PANICKED, None, &scratch[..])
+                Err(RunFailure::Panicked(p)) => {
+                    protocol::put_item_panicked(out, &p.message, p.location.as_deref());
+                    continue;
                 }
                 Err(RunFailure::Failed(stage, msg)) => {
                     scratch.clear();
@@ -627,7 +703,10 @@ mod tests {
             Ok(())
         });
         put_outcome(&mut out, 8, 64, |_| {
-            Err(RunFailure::Panicked("boom".into()))
+            Err(RunFailure::Panicked(Panic {
+                message: "boom".into(),
+                location: Some("src/x.rs:1:2".into()),
+            }))
         });
         match &frames(&out, 64)[..] {
             [
@@ -637,10 +716,16 @@ mod tests {
                     body,
                     offset,
                 },
-                FromWorker::Panicked { id: 8, message },
+                FromWorker::Panicked {
+                    id: 8,
+                    message,
+                    location,
+                    ending: false,
+                },
             ] => {
                 assert_eq!(&body[*offset..], b"output");
                 assert_eq!(message, "boom");
+                assert_eq!(location.as_deref(), Some("src/x.rs:1:2"));
             }
             other => panic!("unexpected frames {other:?}"),
         }
@@ -663,11 +748,13 @@ mod tests {
         // maximum allowed: the report itself is cut, never left unframed.
         let mut out = Vec::new();
         put_outcome(&mut out, 7, 64, |_| {
-            Err(RunFailure::Panicked("é".repeat(300)))
+            Err(RunFailure::Panicked(Panic::without_location(
+                "é".repeat(300),
+            )))
         });
         let message = encode_output_failure(&out, 64);
         assert!(
-            message.starts_with("a frame announced 602 bytes"),
+            message.starts_with("a frame announced 603 bytes"),
             "{message}"
         );
 

@@ -219,7 +219,7 @@ async fn a_panic_inside_worker_side_serde() {
     .unwrap_err();
     let marker = "chaos: Panic at DecodeTask";
     match &e {
-        Error::Panicked { message } => assert!(message.contains(marker), "{message}"),
+        Error::Panicked { message, .. } => assert!(message.contains(marker), "{message}"),
         Error::Serialization { stage, message, .. } => {
             assert_eq!(*stage, SerdeStage::DecodeTask);
             assert!(message.contains(marker), "{message}");

@@ -24,7 +24,7 @@ async fn a_panic_fails_the_job_with_its_message_and_the_worker_keeps_serving() {
     .await
     .unwrap_err();
     match &e {
-        Error::Panicked { message } => assert_eq!(message, "boom: the answer is 42"),
+        Error::Panicked { message, .. } => assert_eq!(message, "boom: the answer is 42"),
         other => panic!("expected Panicked, got {other:?}"),
     }
     assert!(e.is_panic());

@@ -20,4 +20,13 @@ async fn a_binary_without_the_guard_fails_build_with_an_error_naming_init() {
     let e = result.expect_err("a pool of unguarded workers must not start");
     assert!(matches!(e, Error::MissingInit { .. }), "{e:?}");
     assert!(e.to_string().contains("procpool::init()"), "{e}");
+    // It names the program by its real path, not the `/proc/self/exe` the
+    // pool executes.
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    match &e {
+        Error::MissingInit { program } => assert_eq!(program, &exe),
+        _ => unreachable!(),
+    }
+    assert!(e.to_string().contains(&format!("`{exe}`")), "{e}");
+    assert!(!e.to_string().contains("/proc/self/exe"), "{e}");
 }

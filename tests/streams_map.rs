@@ -126,7 +126,7 @@ async fn map_with_chunks_keeps_order_and_fails_only_the_bad_item() {
         if n == 321 {
             let e = r.unwrap_err();
             assert!(
-                matches!(&e, Error::Panicked { message } if message.contains("refusing 321")),
+                matches!(&e, Error::Panicked { message, .. } if message.contains("refusing 321")),
                 "{e:?}"
             );
         } else {

@@ -379,7 +379,7 @@ async fn a_panicking_async_task_fails_alone() {
         .await
         .unwrap_err();
     match err {
-        Error::Panicked { message } => assert!(message.contains("async boom"), "{message}"),
+        Error::Panicked { message, .. } => assert!(message.contains("async boom"), "{message}"),
         other => panic!("expected a panic, got {other:?}"),
     }
     assert_eq!(bounded("the other job", slow).await.unwrap(), (5, pid));

@@ -321,6 +321,13 @@ impl Driver {
     /// Turns a worker's message into the core's input; items and progress
     /// go straight to the job's slot.
     fn on_message(&mut self, worker: WorkerId, msg: FromWorker) {
+        if let (FromWorker::Panicked { ending: true, .. }, Some(l)) =
+            (&msg, self.links.get_mut(&worker))
+        {
+            // The worker ends with this panic (`panic = "abort"`): send it
+            // nothing more, so a job dispatched to it now is requeued.
+            l.link.frames = None;
+        }
         // A worker recycled by memory is judged right after each result.
         let rss = || {
             self.cfg.max_worker_rss?;
@@ -334,7 +341,12 @@ impl Driver {
         };
         let input = match msg {
             FromWorker::Done { id, body, offset } => finished(id, Ok(Encoded { body, offset })),
-            FromWorker::Panicked { id, message } => finished(id, Err(Error::Panicked { message })),
+            FromWorker::Panicked {
+                id,
+                message,
+                location,
+                ..
+            } => finished(id, Err(Error::Panicked { message, location })),
             FromWorker::Cancelled { id } => finished(id, Err(Error::Cancelled)),
             FromWorker::Failed { id, stage, message } => {
                 let task = self.core.payload(JobId(id)).map(|e| e.task);

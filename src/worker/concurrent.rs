@@ -17,7 +17,7 @@ use super::{EXIT_IO, Queued, Worker, put_outcome, put_status};
 use crate::job::{self, JobCtx};
 use crate::protocol::{self, ToWorker};
 use crate::sys;
-use crate::task::RunFailure;
+use crate::task::{Panic, RunFailure};
 
 impl Worker {
     /// Serves jobs, up to `limit` at once, until the host goes away.
@@ -79,7 +79,9 @@ impl Worker {
                     let run = match protocol::decode_to_worker(&job.body) {
                         Ok(ToWorker::Job { payload, .. }) => start(payload),
                         // Not reached: the frame was decoded before.
-                        _ => Err(RunFailure::Panicked("a malformed job frame".into())),
+                        _ => Err(RunFailure::Panicked(Panic::without_location(
+                            "a malformed job frame",
+                        ))),
                     };
                     let result = match run {
                         Ok(run) => super::run::guarded(ctx.clone(), run).await,

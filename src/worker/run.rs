@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 
 use crate::job::{self, JobCtx};
-use crate::task::{self, AsyncRun, RunFailure, Runner, panic_message};
+use crate::task::{self, AsyncRun, Panic, RunFailure, Runner};
 
 /// Runs the task at `index` of the registry on this thread, appending its
 /// encoded output to `out`.
@@ -48,12 +48,13 @@ pub(super) async fn guarded(ctx: Arc<JobCtx>, run: AsyncRun) -> Result<Vec<u8>, 
     AssertUnwindSafe(raced)
         .catch_unwind()
         .await
-        .unwrap_or_else(|p| Err(RunFailure::Panicked(panic_message(p.as_ref()))))
+        .unwrap_or_else(|p| Err(RunFailure::Panicked(Panic::caught(p.as_ref()))))
 }
 
 /// Runs an async job to completion from a thread outside the runtime (a
 /// worker's runner thread, a blocking thread).
 fn block_on(ctx: Arc<JobCtx>, run: AsyncRun) -> Result<Vec<u8>, RunFailure> {
-    let rt = crate::async_task::runtime().map_err(RunFailure::Panicked)?;
+    let rt = crate::async_task::runtime()
+        .map_err(|e| RunFailure::Panicked(Panic::without_location(e)))?;
     rt.handle().block_on(guarded(ctx, run))
 }

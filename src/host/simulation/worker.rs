@@ -176,6 +176,7 @@ impl World {
             Kind::Async if cancelled => Err(Error::Cancelled),
             Kind::Panics => Err(Error::Panicked {
                 message: "boom".into(),
+                location: None,
             }),
             _ => Ok(Encoded {
                 body: vec![id.0 as u8],
