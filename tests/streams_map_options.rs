@@ -28,7 +28,7 @@ fn check_indexed(what: &str, results: &[(usize, Result<u64, Error>)]) {
         seen[*i] = true;
         if *i as u64 == BAD {
             assert!(
-                matches!(r, Err(Error::Panicked { message }) if message.contains("refusing 77")),
+                matches!(r, Err(Error::Panicked { message, .. }) if message.contains("refusing 77")),
                 "{what}: input {i} gave {r:?}"
             );
         } else {

@@ -225,7 +225,7 @@ async fn a_panicking_task_fn_fails_its_job_with_panicked() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&e, Error::Panicked { message } if message.contains("exploded: on purpose")),
+        matches!(&e, Error::Panicked { message, .. } if message.contains("exploded: on purpose")),
         "{e:?}"
     );
     // The worker survived the panic.
