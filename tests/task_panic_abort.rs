@@ -3,10 +3,11 @@
 //! `WorkerDied`, and the pool replaces the worker: the next job succeeds,
 //! and so do jobs that were waiting behind the panicking one.
 //!
-//! The test binary itself unwinds, so this builds `examples/panic_abort.rs`
-//! with the `panic-abort` profile (into its own target directory under
-//! `target/`, so it does not wait for the lock of the one `cargo test`
-//! holds) and runs it.
+//! The test binary itself unwinds, so this builds the small host in
+//! `tests/fixtures/panic-abort` (a workspace member that depends on procpool
+//! alone, so a cold build compiles only procpool's dependencies) with the
+//! `panic-abort` profile, into its own target directory under `target/` so
+//! it does not wait for the lock of the one `cargo test` holds, and runs it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -82,14 +83,16 @@ fn a_panic_in_an_abort_build_is_reported_as_a_panic_and_the_worker_replaced() {
             "build",
             "--profile",
             "panic-abort",
-            "--example",
+            "--package",
+            "procpool-panic-abort-fixture",
+            "--bin",
             "panic_abort",
         ])
         .arg("--target-dir")
         .arg(&target);
     let started = Instant::now();
     let (status, _) = run(build, "building the example", BUILD_PATIENCE);
-    assert!(status.success(), "building the panic-abort example failed");
+    assert!(status.success(), "building the panic-abort fixture failed");
     eprintln!(
         "the panic-abort example built in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -97,7 +100,6 @@ fn a_panic_in_an_abort_build_is_reported_as_a_panic_and_the_worker_replaced() {
 
     let exe = target
         .join("panic-abort")
-        .join("examples")
         .join("panic_abort");
     let (status, stdout) = run(Command::new(&exe), "the example", RUN_PATIENCE);
     assert!(
@@ -127,7 +129,7 @@ fn a_panic_in_an_abort_build_is_reported_as_a_panic_and_the_worker_replaced() {
         .and_then(|l| l.strip_suffix(')'))
         .unwrap_or_else(|| panic!("unexpected panic message {message:?}"));
     assert!(
-        location.starts_with(&format!("examples/panic_abort.rs:{panic_line}:")),
+        location.starts_with(&format!("tests/fixtures/panic-abort/src/main.rs:{panic_line}:")),
         "the location {location} should be the example's panic, at line {panic_line}"
     );
 
