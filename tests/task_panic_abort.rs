@@ -98,9 +98,7 @@ fn a_panic_in_an_abort_build_is_reported_as_a_panic_and_the_worker_replaced() {
         started.elapsed().as_secs_f64()
     );
 
-    let exe = target
-        .join("panic-abort")
-        .join("panic_abort");
+    let exe = target.join("panic-abort").join("panic_abort");
     let (status, stdout) = run(Command::new(&exe), "the example", RUN_PATIENCE);
     assert!(
         status.success(),
@@ -129,7 +127,9 @@ fn a_panic_in_an_abort_build_is_reported_as_a_panic_and_the_worker_replaced() {
         .and_then(|l| l.strip_suffix(')'))
         .unwrap_or_else(|| panic!("unexpected panic message {message:?}"));
     assert!(
-        location.starts_with(&format!("tests/fixtures/panic-abort/src/main.rs:{panic_line}:")),
+        location.starts_with(&format!(
+            "tests/fixtures/panic-abort/src/main.rs:{panic_line}:"
+        )),
         "the location {location} should be the example's panic, at line {panic_line}"
     );
 
